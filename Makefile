@@ -1,0 +1,114 @@
+# clawbot.stack — developer entry points. Every target creates/uses .venv itself.
+# `make demo` and `make test` are the two commands the README starts with.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+ROOT := $(abspath $(dir $(lastword $(MAKEFILE_LIST))))
+VENV := $(ROOT)/.venv
+BIN := $(VENV)/bin
+PYTHON ?= python3
+export PATH := $(BIN):$(PATH)
+export ANSIBLE_CONFIG := $(ROOT)/ansible.cfg
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+COLLECTION_LINK := $(ROOT)/.collections/ansible_collections/clawbot/stack
+SANITY_ROOT := $(ROOT)/build/sanity/ansible_collections/clawbot/stack
+HARNESS := $(ROOT)/tests/harness
+DEMO_NAME ?= clawbot-demo
+IMAGE ?= clawbot/debian-systemd:12
+SCENARIOS ?=
+
+step = printf '\n==> %s\n' "$(1)"
+fail = { printf '\nFAILED: %s\n' "$(1)" >&2; exit 1; }
+
+.PHONY: help venv collection lint sanity unit molecule test test-summary demo demo-destroy bench image docker build clean
+
+help:
+	@echo "make demo          deploy the stack onto a local systemd container ($(DEMO_NAME))"
+	@echo "make test          lint + sanity + unit + molecule, with a one-line summary"
+	@echo "make lint | sanity | unit | molecule | bench | build | demo-destroy | clean"
+
+$(VENV)/.installed: requirements-dev.txt $(wildcard bot_app/pyproject.toml)
+	@$(call step,virtualenv $(VENV))
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || $(call fail,venv: python3 -m venv)
+	@$(BIN)/pip install -q --upgrade pip wheel || $(call fail,venv: pip upgrade)
+	@$(BIN)/pip install -q -r requirements-dev.txt || $(call fail,venv: pip install -r requirements-dev.txt)
+	@if [ -f bot_app/pyproject.toml ]; then \
+	  $(BIN)/pip install -q -e './bot_app[test]' || $(call fail,venv: pip install bot_app[test]); fi
+	@touch $@
+
+venv: $(VENV)/.installed
+
+# The repo root is the collection root; link it where Ansible looks for collections.
+collection: venv
+	@mkdir -p $(dir $(COLLECTION_LINK))
+	@ln -sfn ../../.. $(COLLECTION_LINK)
+
+docker:
+	@bash $(HARNESS)/ensure-docker.sh || $(call fail,docker engine)
+
+image: docker
+	@bash $(HARNESS)/build-image.sh bookworm >/dev/null || $(call fail,build of $(IMAGE))
+
+lint: collection
+	@$(call step,lint: yamllint)
+	@yamllint --strict . || $(call fail,lint: yamllint)
+	@$(call step,lint: ansible-lint (production profile))
+	@ansible-lint --offline || $(call fail,lint: ansible-lint)
+	@$(call step,lint: ruff)
+	@ruff check . || $(call fail,lint: ruff)
+	@$(call step,lint: antsibull-changelog)
+	@antsibull-changelog lint || $(call fail,lint: antsibull-changelog lint)
+
+# ansible-test needs the collection at .../ansible_collections/clawbot/stack: copy the files
+# git would ship (tracked and new, not ignored) there.
+$(SANITY_ROOT): FORCE
+	@rm -rf $(ROOT)/build/sanity && mkdir -p $(SANITY_ROOT)
+	@git ls-files -z --cached --others --exclude-standard | grep -zv '^molecule/\|^bot_app/' \
+	  | xargs -0 -I{} cp --parents -P {} $(SANITY_ROOT)/ 2>/dev/null || true
+	@test -f $(SANITY_ROOT)/galaxy.yml || $(call fail,collection copy for ansible-test)
+
+FORCE:
+
+sanity: venv $(SANITY_ROOT)
+	@$(call step,sanity: ansible-test sanity)
+	@cd $(SANITY_ROOT) && ansible-test sanity --venv --requirements --python 3.11 --color no \
+	  --skip-test pylint || $(call fail,sanity: ansible-test sanity)
+	@cd $(SANITY_ROOT) && ansible-test sanity --venv --requirements --python 3.11 --color no \
+	  --test pylint || $(call fail,sanity: ansible-test sanity --test pylint)
+
+unit: venv $(SANITY_ROOT)
+	@$(call step,unit: ansible-test units)
+	@cd $(SANITY_ROOT) && ansible-test units --venv --requirements --python 3.11 --color no \
+	  || $(call fail,unit: ansible-test units)
+	@$(call step,unit: harness self-tests)
+	@pytest -q -p no:cacheprovider tests/harness || $(call fail,unit: harness self-tests)
+	@if [ -d bot_app/tests ]; then \
+	  $(call step,unit: bot_app pytest); \
+	  cd bot_app && pytest -q -p no:cacheprovider || $(call fail,unit: bot_app pytest); fi
+
+molecule: collection image
+	@$(call step,molecule: $(if $(SCENARIOS),$(SCENARIOS),all scenarios))
+	@python $(HARNESS)/run_molecule.py $(SCENARIOS) || $(call fail,molecule)
+
+test:
+	@bash $(HARNESS)/test-all.sh
+
+demo: collection image
+	@bash $(HARNESS)/demo.sh up "$(DEMO_NAME)" "$(IMAGE)" || $(call fail,demo)
+
+demo-destroy:
+	@bash $(HARNESS)/demo.sh destroy "$(DEMO_NAME)" "$(IMAGE)"
+
+bench: venv
+	@test -f bot_app/bench/run_bench.py || $(call fail,bench: bot_app/bench/run_bench.py missing)
+	@python bot_app/bench/run_bench.py || $(call fail,bench)
+
+build: venv
+	@mkdir -p dist && ansible-galaxy collection build --force --output-path dist . \
+	  || $(call fail,ansible-galaxy collection build)
+
+clean:
+	rm -rf build dist .cache .collections
