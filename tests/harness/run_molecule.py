@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/env python
 """Run Molecule scenarios step by step, with the checks `molecule test` cannot express.
 
 The sequence per scenario is the one in .config/molecule/config.yml:
