@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
+import tarfile
 from pathlib import Path
 
 import yaml
@@ -43,3 +46,19 @@ def test_demo_and_molecule_start_containers_with_the_same_capabilities() -> None
     assert listed is not None
     assert set(listed.group(1).split()) == molecule_caps
     assert "ALL" not in molecule_caps and "SYS_RESOURCE" not in molecule_caps
+
+
+def test_collection_artifact_ships_no_tests_or_build_output(tmp_path: Path) -> None:
+    galaxy = shutil.which("ansible-galaxy")
+    assert galaxy, "ansible-galaxy must be on PATH (make puts .venv/bin there)"
+    subprocess.run([galaxy, "collection", "build", "--output-path", str(tmp_path), str(ROOT)],
+                   check=True, capture_output=True)
+    (artifact,) = tmp_path.glob("clawbot-stack-*.tar.gz")
+    with tarfile.open(artifact) as tar:
+        names = tar.getnames()
+    assert "galaxy.yml" not in names and "MANIFEST.json" in names
+    assert any(n.startswith("roles/") for n in names)
+    forbidden = ("molecule/", "tests/", ".venv/", ".cache/", ".collections/", "build/", "dist/")
+    leaked = [n for n in names if n.startswith(forbidden) or "__pycache__" in n or ".egg-info" in n
+              or "/tests/" in n or ".ruff_cache" in n]
+    assert leaked == []
