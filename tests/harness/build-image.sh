@@ -41,6 +41,9 @@ chroot "$rootfs" systemctl mask getty.target systemd-firstboot.service \
 # An image must not carry a machine id or apt lists; both are made fresh in each container.
 : >"$rootfs/etc/machine-id"
 rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/archives/*.deb
+# With no lists the cache must also look old, or `apt: cache_valid_time` trusts an empty cache
+# for an hour after the image was built (it judges by the mtime of the lists directory).
+touch -d @0 "$rootfs/var/lib/apt/lists"
 
 tar -C "$rootfs" -c . | docker import \
   -c 'CMD ["/lib/systemd/systemd"]' \
