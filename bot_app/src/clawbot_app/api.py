@@ -1,0 +1,110 @@
+"""HTTP handlers: health, readiness, metrics, chat."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+
+from clawbot_app import __version__
+from clawbot_app.errors import MalformedJson, NoProviderError, ValidationFailed
+from clawbot_app.services import Services
+
+log = logging.getLogger("clawbot_app.api")
+
+
+def _services(request: Request) -> Services:
+    return request.app.state.services  # type: ignore[no-any-return]
+
+
+async def health(request: Request) -> Response:
+    s = _services(request)
+    return JSONResponse({"status": "healthy", "uptime": int(time.time() - s.started_at),
+                         "version": __version__})
+
+
+async def ready(request: Request) -> Response:
+    s = _services(request)
+    checks: dict[str, dict[str, str]] = {}
+
+    async def run(name: str, coro: Any) -> None:
+        try:
+            await asyncio.wait_for(coro, 3.0)
+            checks[name] = {"status": "ok"}
+        except Exception as exc:
+            checks[name] = {"status": "error", "error": type(exc).__name__}
+
+    jobs = [run("database", s.db.ping())]
+    if s.settings.storage.redis_url:
+        jobs.append(run("redis", s.store.ping()))
+    await asyncio.gather(*jobs)
+    ok = all(c["status"] == "ok" for c in checks.values())
+    return JSONResponse({"status": "ready" if ok else "not_ready", "checks": checks},
+                        status_code=200 if ok else 503)
+
+
+async def metrics(request: Request) -> Response:
+    return Response(_services(request).metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+
+def _bearer(request: Request, body: dict[str, Any]) -> str | None:
+    auth = request.headers.get("authorization")
+    if auth:
+        scheme, _, value = auth.partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            return value.strip()
+    token = body.get("token")
+    return token if isinstance(token, str) and token else None
+
+
+def _optional_str(body: dict[str, Any], key: str, max_len: int = 128) -> str | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value or len(value) > max_len:
+        raise ValidationFailed(f"'{key}' must be a non-empty string of at most {max_len} chars")
+    return value
+
+
+async def chat(request: Request) -> Response:
+    s = _services(request)
+    raw = await request.body()
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise MalformedJson("request body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise MalformedJson("request body must be a JSON object")
+    settings = s.settings
+    if not settings.models.providers or not settings.default_provider:
+        raise NoProviderError("no model provider is configured")
+    rec = await s.tokens.authenticate(_bearer(request, body))
+    await s.rate_limiter.check(rec.tenant_id)
+    message = body.get("message")
+    s.chat.validate(message, s.settings)
+    session_id = _optional_str(body, "session_id")
+    user_id = _optional_str(body, "user_id") or rec.user_id
+    stream = body.get("stream", False)
+    if not isinstance(stream, bool):
+        raise ValidationFailed("'stream' must be a boolean")
+    if s.settings.logging.include_content:
+        log.info("chat request", extra={"ecs": {"message.content": message,
+                                                "user.id": user_id}})
+    if stream:
+        cs = await s.chat.stream(tenant_id=rec.tenant_id, user_id=user_id,
+                                 session_id=session_id, message=message, path=request.url.path)
+        return StreamingResponse(cs.events, media_type="text/event-stream", headers={
+            "Cache-Control": "no-cache", "X-Accel-Buffering": "no",
+            "X-Session-Id": cs.session_id, "X-Model": cs.model})
+    result = await s.chat.reply(tenant_id=rec.tenant_id, user_id=user_id,
+                                session_id=session_id, message=message, path=request.url.path)
+    if s.settings.logging.include_content:
+        log.info("chat reply", extra={"ecs": {"reply.content": result.reply}})
+    return JSONResponse({"reply": result.reply, "session_id": result.session_id,
+                         "model": result.model})

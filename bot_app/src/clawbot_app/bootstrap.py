@@ -1,0 +1,65 @@
+"""Build and tear down the :class:`Services` container."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import httpx
+
+from clawbot_app.accesslog import AccessLog
+from clawbot_app.auth import TokenService
+from clawbot_app.chat import ChatService
+from clawbot_app.config import Settings
+from clawbot_app.crypto import Keyring
+from clawbot_app.db import migrate
+from clawbot_app.db.engine import Database
+from clawbot_app.logwriter import ConversationWriter
+from clawbot_app.metrics import Metrics
+from clawbot_app.providers import ProviderClient, ShardedClient
+from clawbot_app.ratelimit import RateLimiter
+from clawbot_app.services import Services
+from clawbot_app.store import make_store
+
+log = logging.getLogger("clawbot_app.bootstrap")
+
+
+def make_http_client() -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(30.0, connect=5.0),
+        limits=httpx.Limits(max_connections=512, max_keepalive_connections=256,
+                            keepalive_expiry=30.0),
+        follow_redirects=False,
+    )
+
+
+async def build_services(settings: Settings) -> Services:
+    settings.storage.data_path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if settings.storage.is_embedded_sqlite:
+        await asyncio.to_thread(migrate.upgrade, settings.storage.effective_database_url)
+    metrics = Metrics()
+    db = Database.from_settings(settings)
+    store = make_store(settings.storage.redis_url)
+    http = make_http_client()
+    keyring = Keyring.from_settings(settings)
+    writer = ConversationWriter(settings, db, metrics)
+    await writer.start()
+    model_pool = ShardedClient()
+    chat = ChatService(settings, store, db, keyring, writer, ProviderClient(model_pool, metrics),
+                       metrics)
+    return Services(
+        settings=settings, http=http, db=db, store=store, metrics=metrics, keyring=keyring,
+        writer=writer, tokens=TokenService(settings, db),
+        rate_limiter=RateLimiter(settings, store, db, metrics), chat=chat,
+        started_at=time.time(), access_log=AccessLog(settings.logging))
+
+
+async def close_services(services: Services, timeout: float = 10.0) -> None:
+    await services.drain(timeout)
+    await services.writer.stop(timeout)
+    await services.http.aclose()
+    await services.chat.providers.pool.aclose()
+    await services.store.close()
+    await services.db.close()
+    services.access_log.close()

@@ -1,0 +1,331 @@
+"""Configuration model: YAML file + ``CLAWBOT__SECTION__KEY`` environment overrides."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+ENV_PREFIX = "CLAWBOT__"
+CONFIG_ENV = "CLAWBOT_CONFIG"
+DEFAULT_DATA_DIR = "~/.local/share/clawbot-app"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ServerSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(18789, ge=1, le=65535)
+    workers: int = Field(1, ge=1, le=64)
+    graceful_timeout_seconds: int = Field(15, ge=0)
+
+
+class StorageSettings(_Section):
+    data_dir: str = DEFAULT_DATA_DIR
+    database_url: str = ""
+    redis_url: str = ""
+    writer_queue_size: int = Field(10000, ge=10)
+    writer_batch_size: int = Field(200, ge=1)
+    replay_interval_seconds: float = Field(5.0, gt=0)
+
+    @property
+    def data_path(self) -> Path:
+        return Path(os.path.expanduser(self.data_dir))
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.data_path / 'clawbot.sqlite3'}"
+
+    @property
+    def is_embedded_sqlite(self) -> bool:
+        return not self.database_url
+
+    @field_validator("database_url")
+    @classmethod
+    def _db_scheme(cls, v: str) -> str:
+        if v and not re.match(r"^(sqlite|mysql|mariadb)(\+\w+)?://", v):
+            raise ValueError("must be a sqlite:// or mysql:// (mariadb://) URL")
+        return v
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, v: str) -> str:
+        if v and not re.match(r"^(redis|rediss|unix)://", v):
+            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        return v
+
+
+class SessionSettings(_Section):
+    ttl_seconds: int = Field(1800, ge=1)
+    max_turns: int = Field(10, ge=0, le=1000)
+
+
+class ProviderSettings(_Section):
+    base_url: str
+    api_key: SecretStr | None = None
+    model: str
+    max_tokens: int = Field(2048, ge=1)
+    temperature: float = Field(0.7, ge=0, le=2)
+    timeout_seconds: float = Field(60.0, gt=0)
+    max_retries: int = Field(1, ge=0, le=10)
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, v: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", v):
+            raise ValueError("must be an http(s):// URL")
+        return v.rstrip("/")
+
+
+class RouteRule(_Section):
+    provider: str
+    path_prefix: str | None = None
+    regex: str | None = None
+    keywords: list[str] | None = None
+
+    @model_validator(mode="after")
+    def _one_matcher(self) -> RouteRule:
+        given = [x for x in (self.path_prefix, self.regex, self.keywords) if x]
+        if len(given) != 1:
+            raise ValueError("exactly one of path_prefix, regex, keywords is required")
+        if self.regex:
+            try:
+                re.compile(self.regex)
+            except re.error as exc:
+                raise ValueError(f"invalid regex: {exc}") from None
+        return self
+
+
+class ModelsSettings(_Section):
+    default: str | None = None
+    providers: dict[str, ProviderSettings] = Field(default_factory=dict)
+    routes: list[RouteRule] = Field(default_factory=list)
+    fallback: list[str] = Field(default_factory=list)
+
+    @field_validator("fallback", mode="before")
+    @classmethod
+    def _fallback_list(cls, v: Any) -> Any:
+        if v is None or v == "":
+            return []
+        return [v] if isinstance(v, str) else v
+
+
+class AuthSettings(_Section):
+    tokens_file: str | None = None
+    cache_ttl_seconds: float = Field(10.0, ge=0)
+
+
+class RateLimitSettings(_Section):
+    per_tenant_per_minute: int = Field(600, ge=0)
+
+
+class EncryptionSettings(_Section):
+    keyring_file: str | None = None
+
+
+class DingTalkSettings(_Section):
+    app_key: str | None = None
+    app_secret: SecretStr | None = None
+    token: SecretStr | None = None
+    aes_key: SecretStr | None = None
+    api_base: str = "https://api.dingtalk.com"
+    robot_code: str | None = None
+    owner_key: str | None = None
+
+    @field_validator("aes_key")
+    @classmethod
+    def _aes_len(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and v.get_secret_value() and len(v.get_secret_value()) != 43:
+            raise ValueError("must be 43 characters (DingTalk encodingAesKey)")
+        return v
+
+
+class FeishuSettings(_Section):
+    app_id: str | None = None
+    app_secret: SecretStr | None = None
+    verification_token: SecretStr | None = None
+    encrypt_key: SecretStr | None = None
+    api_base: str = "https://open.feishu.cn"
+
+
+class LimitsSettings(_Section):
+    max_message_chars: int = Field(2048, ge=1)
+    max_body_bytes: int = Field(65536, ge=256)
+
+
+class LoggingSettings(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    file: str | None = None
+    include_content: bool = False
+    access_log: bool = True
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _upper(cls, v: Any) -> Any:
+        return v.upper() if isinstance(v, str) else v
+
+
+class Settings(_Section):
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
+    session: SessionSettings = Field(default_factory=SessionSettings)
+    models: ModelsSettings = Field(default_factory=ModelsSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    rate_limit: RateLimitSettings = Field(default_factory=RateLimitSettings)
+    encryption: EncryptionSettings = Field(default_factory=EncryptionSettings)
+    dingtalk: DingTalkSettings = Field(default_factory=DingTalkSettings)
+    feishu: FeishuSettings = Field(default_factory=FeishuSettings)
+    limits: LimitsSettings = Field(default_factory=LimitsSettings)
+    logging: LoggingSettings = Field(default_factory=LoggingSettings)
+
+    @property
+    def default_provider(self) -> str | None:
+        if self.models.default:
+            return self.models.default
+        if len(self.models.providers) == 1:
+            return next(iter(self.models.providers))
+        return None
+
+
+class ConfigError(Exception):
+    """Configuration is invalid; ``errors`` lists ``(key_path, reason)`` pairs."""
+
+    def __init__(self, errors: list[tuple[str, str]]):
+        self.errors = errors
+        super().__init__("; ".join(f"{p}: {r}" for p, r in errors))
+
+
+def _parse_env_value(raw: str) -> Any:
+    try:
+        return yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        return raw
+
+
+def _env_overrides(data: dict[str, Any], environ: dict[str, str]) -> None:
+    for name, raw in sorted(environ.items()):
+        if not name.upper().startswith(ENV_PREFIX):
+            continue
+        parts = [p.lower() for p in name[len(ENV_PREFIX):].split("__") if p]
+        if not parts:
+            continue
+        node = data
+        for part in parts[:-1]:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                child = {}
+                node[part] = child
+            node = child
+        value = raw if _is_secret_key(parts[-1]) else _parse_env_value(raw)
+        node[parts[-1]] = value
+
+
+def _is_secret_key(key: str) -> bool:
+    return key.endswith(("secret", "_key", "token", "password"))
+
+
+def _apply_model_api_key(data: dict[str, Any], environ: dict[str, str]) -> None:
+    key = environ.get("MODEL_API_KEY")
+    if not key:
+        return
+    models = data.get("models")
+    if not isinstance(models, dict):
+        return
+    providers = models.get("providers")
+    if not isinstance(providers, dict) or not providers:
+        return
+    default = models.get("default") or (next(iter(providers)) if len(providers) == 1 else None)
+    target = providers.get(default) if default else None
+    if isinstance(target, dict) and not target.get("api_key"):
+        target["api_key"] = key
+
+
+def _loc(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(p) for p in loc) or "<root>"
+
+
+def _semantic_errors(s: Settings) -> list[tuple[str, str]]:
+    errors: list[tuple[str, str]] = []
+    names = set(s.models.providers)
+    if s.models.default and s.models.default not in names:
+        errors.append(("models.default", f"unknown provider '{s.models.default}'"))
+    for i, rule in enumerate(s.models.routes):
+        if rule.provider not in names:
+            errors.append((f"models.routes.{i}.provider", f"unknown provider '{rule.provider}'"))
+    for i, name in enumerate(s.models.fallback):
+        if name not in names:
+            errors.append((f"models.fallback.{i}", f"unknown provider '{name}'"))
+    if names and not s.default_provider:
+        errors.append(("models.default", "required when more than one provider is configured"))
+    for path_key, value in (
+        ("auth.tokens_file", s.auth.tokens_file),
+        ("encryption.keyring_file", s.encryption.keyring_file),
+    ):
+        if value and not Path(os.path.expanduser(value)).is_file():
+            errors.append((path_key, f"file not found: {value}"))
+    if s.encryption.keyring_file and Path(os.path.expanduser(s.encryption.keyring_file)).is_file():
+        from clawbot_app.crypto import KeyringError, load_keyring_file
+
+        try:
+            load_keyring_file(Path(os.path.expanduser(s.encryption.keyring_file)))
+        except KeyringError as exc:
+            errors.append(("encryption.keyring_file", str(exc)))
+    return errors
+
+
+def resolve_config_path(path: str | None, environ: dict[str, str] | None = None) -> str | None:
+    env = os.environ if environ is None else environ
+    return path or env.get(CONFIG_ENV) or None
+
+
+def load_settings(path: str | None = None, environ: dict[str, str] | None = None) -> Settings:
+    """Load YAML (``path`` or ``$CLAWBOT_CONFIG``), apply env overrides, validate.
+
+    Raises :class:`ConfigError` listing every problem (key path + reason, never values).
+    """
+    env = dict(os.environ if environ is None else environ)
+    cfg_path = resolve_config_path(path, env)
+    data: dict[str, Any] = {}
+    if cfg_path:
+        try:
+            text = Path(cfg_path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError([("<file>", f"cannot read {cfg_path}: {exc.strerror}")]) from None
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}" if mark else ""
+            raise ConfigError([("<file>", f"invalid YAML{where}")]) from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError([("<root>", "top level must be a mapping")])
+        data = loaded
+    _env_overrides(data, env)
+    _apply_model_api_key(data, env)
+    try:
+        settings = Settings.model_validate(data)
+    except ValidationError as exc:
+        errors = [(_loc(e["loc"]), e["msg"]) for e in exc.errors()]
+        raise ConfigError(errors) from None
+    errors = _semantic_errors(settings)
+    if errors:
+        raise ConfigError(errors)
+    return settings

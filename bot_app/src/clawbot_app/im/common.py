@@ -1,0 +1,172 @@
+"""Helpers shared by the DingTalk and Feishu callback handlers."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import logging
+from collections.abc import Coroutine
+from typing import Any
+
+from pydantic import SecretStr
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+log = logging.getLogger("clawbot_app.im")
+
+DEFAULT_MAX_BODY_BYTES = 65536
+DEDUPE_TTL_SECONDS = 12 * 60 * 60
+"""Feishu retries for up to ~7 h (15 s, 5 min, 1 h, 6 h); keep event ids longer than that."""
+
+_fallback_tasks: set[asyncio.Task[Any]] = set()
+
+
+class CallbackError(Exception):
+    """A request to answer with ``{"error": {"code", "message"}}`` and ``status``."""
+
+    def __init__(self, status: int, code: str, message: str, *, verification: bool = False):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.verification = verification
+
+
+def error_response(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+
+
+def not_configured(platform: str) -> CallbackError:
+    return CallbackError(503, "not_configured", f"{platform}: platform not configured")
+
+
+def auth_failure(status: int, code: str, message: str) -> CallbackError:
+    return CallbackError(status, code, message, verification=True)
+
+
+def secret_value(value: Any) -> str:
+    """Plain string of a ``SecretStr``/``str``/``None`` setting (``""`` when unset)."""
+    if value is None:
+        return ""
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    return str(value)
+
+
+def get_services(request: Request) -> Any:
+    return request.app.state.services
+
+
+def max_body_bytes(settings: Any) -> int:
+    limits = getattr(settings, "limits", None)
+    value = getattr(limits, "max_body_bytes", None)
+    return int(value) if isinstance(value, int) and value > 0 else DEFAULT_MAX_BODY_BYTES
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """Read the raw body, refusing anything over ``limit`` bytes with 413."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            if int(declared) > limit:
+                raise CallbackError(413, "body_too_large", f"body exceeds {limit} bytes")
+        except ValueError:
+            raise CallbackError(400, "bad_request", "invalid Content-Length") from None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise CallbackError(413, "body_too_large", f"body exceeds {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def parse_json_object(raw: bytes | str) -> dict[str, Any]:
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise CallbackError(400, "malformed_json", "body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise CallbackError(400, "malformed_json", "body must be a JSON object")
+    return data
+
+
+def count_verification_failure(services: Any, platform: str) -> None:
+    metrics = getattr(services, "metrics", None)
+    counter = getattr(metrics, "callback_verification_failures", None)
+    if counter is None:
+        return
+    try:
+        counter.labels(platform=platform).inc()
+    except Exception:  # noqa: BLE001 - metrics must never break a callback
+        log.debug("could not count verification failure", exc_info=True)
+
+
+def handle_error(
+    services: Any, platform: str, request: Request, exc: CallbackError
+) -> JSONResponse:
+    """Log (no secrets, no content), count verification failures, build the JSON error."""
+    client = request.client.host if request.client else "-"
+    if exc.verification:
+        count_verification_failure(services, platform)
+        log.warning(
+            "%s callback rejected: status=%s code=%s reason=%s client=%s path=%s",
+            platform,
+            exc.status,
+            exc.code,
+            exc.message,
+            client,
+            request.url.path,
+        )
+    else:
+        log.info(
+            "%s callback refused: status=%s code=%s client=%s path=%s",
+            platform,
+            exc.status,
+            exc.code,
+            client,
+            request.url.path,
+        )
+    return error_response(exc.status, exc.code, exc.message)
+
+
+async def mark_seen(services: Any, key: str, ttl_seconds: int = DEDUPE_TTL_SECONDS) -> bool:
+    """``store.mark_seen`` (sync or async); True the first time. Fails open (True) on errors."""
+    store = getattr(services, "store", None)
+    if store is None:
+        return True
+    try:
+        result = store.mark_seen(key, ttl_seconds)
+        if inspect.isawaitable(result):
+            result = await result
+    except Exception:  # noqa: BLE001 - a broken dedupe store must not drop messages
+        log.warning("dedupe store failed; processing event anyway", exc_info=True)
+        return True
+    return bool(result)
+
+
+def spawn(services: Any, coro: Coroutine[Any, Any, Any]) -> None:
+    """Run ``coro`` after the response through ``services.spawn`` (fallback: tracked task)."""
+    spawner = getattr(services, "spawn", None)
+    if callable(spawner):
+        spawner(coro)
+        return
+    task = asyncio.get_running_loop().create_task(coro)
+    _fallback_tasks.add(task)
+    task.add_done_callback(_fallback_tasks.discard)
+
+
+def chat_error_text(exc: BaseException) -> str:
+    """A short user-facing message for a failed chat call (no internals)."""
+    status = getattr(exc, "status", None)
+    if status == 422:
+        return "Sorry, your message could not be processed (it may be empty or too long)."
+    if status == 429:
+        return "Sorry, too many requests right now. Please try again shortly."
+    return "Sorry, the assistant is unavailable right now. Please try again later."
+
+
+def truncate(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"

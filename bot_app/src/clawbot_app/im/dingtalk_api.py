@@ -1,0 +1,93 @@
+"""Outbound DingTalk calls: replies through a message's ``sessionWebhook``, group robot alerts."""
+
+from __future__ import annotations
+
+import time
+import urllib.parse
+from typing import Any
+
+import httpx
+
+from clawbot_app.im.dingtalk_crypto import signed_webhook_url
+
+MAX_TEXT_CHARS = 18000  # DingTalk text messages are limited to ~20000 bytes
+_DINGTALK_ORIGINS = {"https://oapi.dingtalk.com", "https://api.dingtalk.com"}
+
+
+class DingTalkApiError(Exception):
+    def __init__(self, message: str, *, errcode: int | None = None, status: int | None = None):
+        super().__init__(message)
+        self.errcode = errcode
+        self.status = status
+
+
+def _origin(url: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    return f"{parts.scheme.lower()}://{parts.netloc.lower()}"
+
+
+def webhook_allowed(url: str, api_base: str | None) -> bool:
+    """Only post to DingTalk's own hosts (or the configured ``api_base``), never elsewhere.
+
+    ``sessionWebhook`` comes from the callback body; restricting its origin keeps a leaked app
+    secret from turning the gateway into a request forwarder to arbitrary hosts.
+    """
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return False
+    allowed = set(_DINGTALK_ORIGINS)
+    if api_base:
+        allowed.add(_origin(api_base))
+    return _origin(url) in allowed
+
+
+def webhook_expired(expired_time_ms: Any, *, now_ms: int | None = None) -> bool:
+    """True when ``sessionWebhookExpiredTime`` (ms) is in the past; unknown → not expired."""
+    try:
+        expiry = int(expired_time_ms)
+    except (TypeError, ValueError):
+        return False
+    current = int(time.time() * 1000) if now_ms is None else now_ms
+    return expiry <= current
+
+
+def text_message(text: str) -> dict[str, Any]:
+    return {"msgtype": "text", "text": {"content": text[:MAX_TEXT_CHARS]}}
+
+
+async def post_message(
+    http: httpx.AsyncClient, url: str, payload: dict[str, Any]
+) -> dict[str, Any]:
+    """POST a robot message; DingTalk reports errors as HTTP 200 with ``errcode != 0``."""
+    resp = await http.post(url, json=payload)
+    try:
+        data = resp.json()
+    except ValueError:
+        data = {}
+    if not isinstance(data, dict):
+        data = {}
+    errcode = data.get("errcode", 0)
+    if resp.status_code != 200 or errcode not in (0, None):
+        raise DingTalkApiError(
+            f"robot send failed: {data.get('errmsg', '')}",
+            errcode=errcode if isinstance(errcode, int) else None,
+            status=resp.status_code,
+        )
+    return data
+
+
+async def send_session_reply(
+    http: httpx.AsyncClient, session_webhook: str, text: str
+) -> dict[str, Any]:
+    return await post_message(http, session_webhook, text_message(text))
+
+
+async def send_group_robot(
+    http: httpx.AsyncClient,
+    webhook_url: str,
+    payload: dict[str, Any],
+    *,
+    secret: str | None = None,
+) -> dict[str, Any]:
+    """Send to a group robot webhook, signing the URL when the robot has a ``SEC...`` secret."""
+    return await post_message(http, signed_webhook_url(webhook_url, secret), payload)

@@ -1,0 +1,144 @@
+"""Outbound Feishu Open API calls: tenant access token (cached) and message replies."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+
+import httpx
+
+log = logging.getLogger("clawbot_app.im.feishu")
+
+TOKEN_PATH = "/open-apis/auth/v3/tenant_access_token/internal"
+REPLY_PATH = "/open-apis/im/v1/messages/{message_id}/reply"
+TOKEN_REFRESH_MARGIN_SECONDS = 300
+MAX_TEXT_CHARS = 30000
+# Codes meaning "the tenant token is invalid/expired": refresh it once and retry.
+_TOKEN_INVALID_CODES = {99991661, 99991663, 99991664, 99991668}
+_RATE_LIMITED_CODE = 99991400
+
+
+class FeishuApiError(Exception):
+    def __init__(self, message: str, *, code: int | None = None, status: int | None = None):
+        super().__init__(message)
+        self.code = code
+        self.status = status
+
+
+@dataclass
+class _CachedToken:
+    token: str
+    refresh_at: float
+
+
+def _json(resp: httpx.Response) -> dict[str, object]:
+    try:
+        data = resp.json()
+    except ValueError:
+        raise FeishuApiError("non-JSON response", status=resp.status_code) from None
+    if not isinstance(data, dict):
+        raise FeishuApiError("unexpected response", status=resp.status_code)
+    return data
+
+
+async def fetch_tenant_token(
+    http: httpx.AsyncClient, api_base: str, app_id: str, app_secret: str
+) -> tuple[str, int]:
+    """``POST {base}/open-apis/auth/v3/tenant_access_token/internal`` → ``(token, expire)``."""
+    resp = await http.post(
+        api_base.rstrip("/") + TOKEN_PATH, json={"app_id": app_id, "app_secret": app_secret}
+    )
+    data = _json(resp)
+    code = data.get("code")
+    token = data.get("tenant_access_token")
+    if resp.status_code != 200 or code != 0 or not isinstance(token, str) or not token:
+        raise FeishuApiError(
+            f"tenant token request failed: {data.get('msg', '')}",
+            code=code if isinstance(code, int) else None,
+            status=resp.status_code,
+        )
+    expire = data.get("expire")
+    return token, int(expire) if isinstance(expire, int) and expire > 0 else 7200
+
+
+@dataclass
+class FeishuTokenCache:
+    """Caches tenant tokens per ``(api_base, app_id)`` until shortly before ``expire``."""
+
+    margin_seconds: float = TOKEN_REFRESH_MARGIN_SECONDS
+    _tokens: dict[tuple[str, str, str], _CachedToken] = field(default_factory=dict)
+    _locks: dict[tuple[str, str, str], asyncio.Lock] = field(default_factory=dict)
+
+    @staticmethod
+    def _key(api_base: str, app_id: str, app_secret: str) -> tuple[str, str, str]:
+        # The secret is part of the key so a rotated secret (SIGHUP) never reuses an old token.
+        return api_base.rstrip("/"), app_id, app_secret
+
+    def invalidate(self, api_base: str, app_id: str, app_secret: str) -> None:
+        self._tokens.pop(self._key(api_base, app_id, app_secret), None)
+
+    async def get(
+        self, http: httpx.AsyncClient, api_base: str, app_id: str, app_secret: str
+    ) -> str:
+        key = self._key(api_base, app_id, app_secret)
+        cached = self._tokens.get(key)
+        if cached and cached.refresh_at > time.monotonic():
+            return cached.token
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            cached = self._tokens.get(key)
+            if cached and cached.refresh_at > time.monotonic():
+                return cached.token
+            token, expire = await fetch_tenant_token(http, api_base, app_id, app_secret)
+            margin = min(self.margin_seconds, expire / 2)
+            self._tokens[key] = _CachedToken(token, time.monotonic() + expire - margin)
+            return token
+
+
+def text_content(text: str) -> str:
+    """Feishu ``content`` for ``msg_type=text``: a JSON-encoded string."""
+    return json.dumps({"text": text[:MAX_TEXT_CHARS]}, ensure_ascii=False)
+
+
+async def reply_text(
+    http: httpx.AsyncClient,
+    tokens: FeishuTokenCache,
+    *,
+    api_base: str,
+    app_id: str,
+    app_secret: str,
+    message_id: str,
+    text: str,
+    retry_delay: float = 1.0,
+) -> dict[str, object]:
+    """Reply to ``message_id`` with a text message; refresh the token once if it is rejected."""
+    url = api_base.rstrip("/") + REPLY_PATH.format(message_id=message_id)
+    body = {"msg_type": "text", "content": text_content(text)}
+    refreshed = False
+    throttled = False
+    while True:
+        token = await tokens.get(http, api_base, app_id, app_secret)
+        resp = await http.post(url, json=body, headers={"Authorization": f"Bearer {token}"})
+        try:
+            data = _json(resp)
+        except FeishuApiError:
+            data = {}
+        code = data.get("code")
+        if resp.status_code == 200 and code == 0:
+            return data
+        if code in _TOKEN_INVALID_CODES and not refreshed:
+            refreshed = True
+            tokens.invalidate(api_base, app_id, app_secret)
+            continue
+        if (resp.status_code == 429 or code == _RATE_LIMITED_CODE) and not throttled:
+            throttled = True
+            await asyncio.sleep(retry_delay)
+            continue
+        raise FeishuApiError(
+            f"reply failed: {data.get('msg', '')}",
+            code=code if isinstance(code, int) else None,
+            status=resp.status_code,
+        )

@@ -1,0 +1,1 @@
+"""clawbot-app test suite."""

@@ -1,0 +1,1 @@
+"""Tests of the DingTalk/Feishu callbacks (clawbot_app.im)."""

@@ -1,0 +1,108 @@
+"""Shared test support: settings, a minimal services container and a fake chat service."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any
+
+import httpx
+from starlette.applications import Starlette
+
+from clawbot_app.config import Settings
+from clawbot_app.im.routes import routes
+from clawbot_app.metrics import Metrics
+from clawbot_app.store import InProcessStore
+
+# Published DingTalk vector key (43 chars) reused as this app's encodingAesKey.
+DT_AES_KEY = "Yue0EfdN5900c1ce5cf6A152c63DDe1808a60c5ecd7"
+DT_APP_KEY = "dingtestappkey0001"
+DT_APP_SECRET = "dt-app-secret-0123456789"
+DT_TOKEN = "dt-event-token"
+FS_APP_ID = "cli_test0123456789"
+FS_APP_SECRET = "fs-app-secret-0123456789"
+FS_VERIFICATION_TOKEN = "fs-verification-token"
+FS_ENCRYPT_KEY = "fs-encrypt-key"
+
+
+def make_settings(
+    *, feishu_base: str = "http://127.0.0.1:9", dingtalk_base: str = "http://127.0.0.1:9",
+    feishu: dict[str, Any] | None = None, dingtalk: dict[str, Any] | None = None,
+    limits: dict[str, Any] | None = None,
+) -> Settings:
+    fs: dict[str, Any] = {
+        "app_id": FS_APP_ID, "app_secret": FS_APP_SECRET,
+        "verification_token": FS_VERIFICATION_TOKEN, "encrypt_key": FS_ENCRYPT_KEY,
+        "api_base": feishu_base,
+    }
+    dt: dict[str, Any] = {
+        "app_key": DT_APP_KEY, "app_secret": DT_APP_SECRET, "token": DT_TOKEN,
+        "aes_key": DT_AES_KEY, "api_base": dingtalk_base,
+    }
+    fs.update(feishu or {})
+    dt.update(dingtalk or {})
+    data: dict[str, Any] = {"feishu": fs, "dingtalk": dt}
+    if limits:
+        data["limits"] = limits
+    return Settings.model_validate(data)
+
+
+@dataclass
+class FakeChat:
+    calls: list[dict[str, Any]] = field(default_factory=list)
+    delay: float = 0.0
+    error: BaseException | None = None
+
+    async def reply(self, *, tenant_id: str, user_id: str, session_id: str, message: str,
+                    path: str = "") -> Any:
+        self.calls.append({"tenant_id": tenant_id, "user_id": user_id,
+                           "session_id": session_id, "message": message, "path": path})
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        if self.error is not None:
+            raise self.error
+        return SimpleNamespace(reply=f"echo: {message}", model="fake-model",
+                               session_id=session_id)
+
+
+@dataclass
+class TestServices:
+    __test__ = False
+
+    settings: Settings
+    http: httpx.AsyncClient
+    chat: FakeChat = field(default_factory=FakeChat)
+    store: InProcessStore = field(default_factory=InProcessStore)
+    metrics: Metrics = field(default_factory=Metrics)
+    tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task
+
+    async def drain(self, timeout: float = 10.0) -> None:
+        if self.tasks:
+            await asyncio.wait(set(self.tasks), timeout=timeout)
+
+    def failures(self, platform: str) -> float:
+        value = self.metrics.registry.get_sample_value(
+            "callback_verification_failures_total", {"platform": platform})
+        return value or 0.0
+
+
+def build_app(services: Any) -> Starlette:
+    app = Starlette(routes=list(routes))
+    app.state.services = services
+    return app
+
+
+async def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.01)

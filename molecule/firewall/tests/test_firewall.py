@@ -1,0 +1,102 @@
+"""Effective state of the firewall scenario (see ../converge.yml for the variables)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+SSH_V4 = "192.0.2.0/24"
+SSH_V6 = "2001:db8:1::/48"
+APP_CIDR = "198.51.100.0/24"
+
+
+def _rules(host) -> list[tuple[str, str, str]]:
+    """(to, action, from) of every rule line in `ufw status verbose`, comments stripped."""
+    out = host.check_output("ufw status verbose")
+    rows = []
+    for line in out.splitlines():
+        line = re.sub(r"\s+#.*$", "", line).strip()
+        parts = re.split(r"\s{2,}", line)
+        if len(parts) == 3 and parts[0] not in ("To", "--"):
+            rows.append((parts[0], parts[1], parts[2]))
+    return rows
+
+
+@pytest.fixture(scope="module")
+def status(host) -> str:
+    return host.check_output("ufw status verbose")
+
+
+@pytest.fixture(scope="module")
+def rules(host) -> list[tuple[str, str, str]]:
+    return _rules(host)
+
+
+def test_active_with_default_policies(status: str) -> None:
+    assert "Status: active" in status
+    assert "Default: deny (incoming), allow (outgoing), deny (routed)" in status
+    assert "Logging: on (medium)" in status
+
+
+def test_ipv6_enabled(host) -> None:
+    assert host.file("/etc/default/ufw").contains("^IPV6=yes$")
+
+
+def test_ssh_limited_from_allowed_networks_only(rules) -> None:
+    # ufw adds " (v6)" only to rules whose addresses are both "anywhere".
+    ssh = [r for r in rules if r[0].startswith("22/tcp")]
+    assert sorted(ssh) == sorted(
+        [
+            ("22/tcp", "LIMIT IN", SSH_V4),
+            ("22/tcp", "LIMIT IN", SSH_V6),
+        ]
+    )
+
+
+@pytest.mark.parametrize("port", ["80", "443"])
+def test_web_open_to_anywhere(rules, port: str) -> None:
+    web = [r for r in rules if r[0].split()[0] == f"{port}/tcp"]
+    assert sorted(web) == sorted(
+        [
+            (f"{port}/tcp", "ALLOW IN", "Anywhere"),
+            (f"{port}/tcp (v6)", "ALLOW IN", "Anywhere (v6)"),
+        ]
+    )
+
+
+def test_bot_port_only_from_allowed_network(rules) -> None:
+    bot = [r for r in rules if "18789" in r[0]]
+    assert bot == [("18789/tcp", "ALLOW IN", APP_CIDR)]
+
+
+def test_extra_rules_present(rules) -> None:
+    assert ("9100/tcp", "ALLOW IN", "10.10.0.0/16") in rules
+    assert ("203.0.113.25 25/tcp", "DENY OUT", "Anywhere") in rules
+
+
+def test_stray_rules_removed(host, rules) -> None:
+    assert not [r for r in rules if "8080" in r[0] or "5000" in r[0]]
+    added = host.check_output("ufw show added")
+    assert "8080" not in added
+    assert "5000" not in added
+    assert "2001:db8:dead::/48" not in added
+
+
+def test_nothing_else(rules) -> None:
+    assert len(rules) == 9, rules
+
+
+def test_rules_loaded_in_kernel(host) -> None:
+    v4 = host.check_output("iptables -S")
+    v6 = host.check_output("ip6tables -S")
+    assert "-P INPUT DROP" in v4
+    assert "-A ufw-user-input -s 192.0.2.0/24 -p tcp -m tcp --dport 22" in v4
+    assert "-A ufw-user-input -s 198.51.100.0/24 -p tcp -m tcp --dport 18789 -j ACCEPT" in v4
+    assert "-P INPUT DROP" in v6
+    assert "-A ufw6-user-input -s 2001:db8:1::/48 -p tcp -m tcp --dport 22" in v6
+    assert "--dport 8080" not in v4 + v6
+
+
+def test_unit_enabled(host) -> None:
+    assert host.service("ufw").is_enabled
