@@ -104,6 +104,9 @@ demo-destroy:
 
 bench: venv
 	@test -f bot_app/bench/run_bench.py || $(call fail,bench: bot_app/bench/run_bench.py missing)
+	@command -v wrk >/dev/null || { apt-get -o DPkg::Lock::Timeout=300 update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -qq wrk >/dev/null; } \
+	  || $(call fail,bench: install wrk)
 	@python bot_app/bench/run_bench.py || $(call fail,bench)
 
 build: venv
