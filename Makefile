@@ -84,7 +84,7 @@ unit: venv $(SANITY_ROOT)
 	@cd $(SANITY_ROOT) && $(HARNESS)/ansible-test.sh units --venv --requirements --python 3.11 --color no \
 	  || $(call fail,unit: ansible-test units)
 	@$(call step,unit: harness self-tests)
-	@pytest -q -p no:cacheprovider tests/harness || $(call fail,unit: harness self-tests)
+	@pytest -q -p no:cacheprovider -p no:asyncio tests/harness || $(call fail,unit: harness self-tests)
 	@if [ -d bot_app/tests ]; then \
 	  $(call step,unit: bot_app pytest); \
 	  cd bot_app && pytest -q -p no:cacheprovider || $(call fail,unit: bot_app pytest); fi
