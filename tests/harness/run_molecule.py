@@ -91,7 +91,7 @@ def run_scenario(scenario: str, log_dir: Path) -> ScenarioResult:
                 break
     finally:
         started = time.monotonic()
-        ok, _ = run_step(scenario, ["destroy"], log_dir, "destroy-final")
+        ok = run_step(scenario, ["destroy"], log_dir, "destroy-final")[0]
         result.steps.append(("destroy", time.monotonic() - started, ok))
         if not ok and result.failure is None:
             result.failure = "final destroy failed"
