@@ -106,16 +106,8 @@ def parse_message_v2(
     text = _text_from_content(message.get("content"), message.get("mentions"))
     if not (user and message_id and text):
         return None
-    chat_id = str(message.get("chat_id") or "")
-    tenant = header.get("tenant_key") or sender.get("tenant_key") or header.get("app_id") or ""
-    return FeishuMessage(
-        event_id=event_id,
-        message_id=str(message_id),
-        text=text,
-        tenant_id=f"feishu:{tenant or 'default'}",
-        user_id=str(user),
-        session_id=f"feishu:{chat_id}:{user}",
-    )
+    tenant = header.get("tenant_key") or sender.get("tenant_key") or header.get("app_id")
+    return _feishu_message(event_id, message_id, text, tenant, user, message.get("chat_id"))
 
 
 def parse_message_v1(event_id: str, event: dict[str, Any]) -> FeishuMessage | None:
@@ -127,15 +119,21 @@ def parse_message_v1(event_id: str, event: dict[str, Any]) -> FeishuMessage | No
     message_id = event.get("open_message_id") or event.get("message_id")
     if not (text and user and message_id):
         return None
-    chat_id = str(event.get("open_chat_id") or "")
-    tenant = event.get("tenant_key") or event.get("app_id") or ""
+    tenant = event.get("tenant_key") or event.get("app_id")
+    return _feishu_message(event_id, message_id, text, tenant, user, event.get("open_chat_id"))
+
+
+def _feishu_message(
+    event_id: str, message_id: Any, text: str, tenant: Any, user: Any, chat_id: Any
+) -> FeishuMessage:
+    """One place for how Feishu ids become the gateway's tenant, user and session ids."""
     return FeishuMessage(
         event_id=event_id,
         message_id=str(message_id),
         text=text,
         tenant_id=f"feishu:{tenant or 'default'}",
         user_id=str(user),
-        session_id=f"feishu:{chat_id}:{user}",
+        session_id=f"feishu:{chat_id or ''}:{user}",
     )
 
 
