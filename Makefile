@@ -23,12 +23,12 @@ SCENARIOS ?=
 step = printf '\n==> %s\n' "$(1)"
 fail = { printf '\nFAILED: %s\n' "$(1)" >&2; exit 1; }
 
-.PHONY: help venv collection lint sanity unit molecule test test-summary demo demo-destroy bench image docker build clean
+.PHONY: help venv collection lint sanity unit integration molecule test test-summary demo demo-destroy bench image docker build clean
 
 help:
 	@echo "make demo          deploy the stack onto a local systemd container ($(DEMO_NAME))"
 	@echo "make test          lint + sanity + unit + molecule, with a one-line summary"
-	@echo "make lint | sanity | unit | molecule | bench | build | demo-destroy | clean"
+	@echo "make lint | sanity | unit | integration | molecule | bench | build | demo-destroy | clean"
 
 $(VENV)/.installed: requirements-dev.txt $(wildcard bot_app/pyproject.toml)
 	@$(call step,virtualenv $(VENV))
@@ -88,6 +88,12 @@ unit: venv $(SANITY_ROOT)
 	@if [ -d bot_app/tests ]; then \
 	  $(call step,unit: bot_app pytest); \
 	  cd bot_app && pytest -q -p no:cacheprovider || $(call fail,unit: bot_app pytest); fi
+
+# Playbooks end to end on loopback: the real bot service, fake IM/model providers that speak the
+# real wire protocols, ansible-playbook against localhost.
+integration: collection
+	@$(call step,integration: playbooks on loopback)
+	@pytest -q -p no:cacheprovider -p no:asyncio tests/integration || $(call fail,integration)
 
 molecule: collection image
 	@$(call step,molecule: $(if $(SCENARIOS),$(SCENARIOS),all scenarios))

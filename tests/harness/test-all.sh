@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# `make test`: every part in order (lint, sanity, unit, molecule); each part runs even when an
+# `make test`: every part in order (lint, sanity, unit, integration, molecule); each part runs even when an
 # earlier one failed, so one run shows every failure. Ends with a one-line summary.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 
-parts=(lint sanity unit molecule)
+parts=(lint sanity unit integration molecule)
 passed=() failed=()
 started=$SECONDS
 for part in "${parts[@]}"; do

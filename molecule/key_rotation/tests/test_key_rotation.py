@@ -1,0 +1,113 @@
+"""State after playbooks/rotate_keys.yml ran on a bot whose keys were past their age (see ../prepare.yml)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import re
+
+import pytest
+
+KEYS = "/etc/clawbot/keys"
+OLD = {
+    "encryption.json": "k20250101T000000Z-0e0e",
+    "probe-token.json": "k20250101T000000Z-0p0p",
+    "model-api-key.json": "k20250101T000000Z-0m0m",
+}
+
+
+def _keyring(host, name: str) -> dict:
+    return json.loads(host.file(f"{KEYS}/{name}").content_string)
+
+
+def _chat(host, token: str) -> tuple[int, dict]:
+    body = json.dumps({"message": "after rotation", "session_id": "verify"})
+    out = host.check_output(
+        "curl -s -o /tmp/chat.json -w '%%{http_code}' -H 'Authorization: Bearer %s' "
+        "-H 'Content-Type: application/json' --data '%s' http://127.0.0.1:18789/api/v1/chat",
+        token, body)
+    return int(out), json.loads(host.file("/tmp/chat.json").content_string)
+
+
+@pytest.mark.parametrize("name", sorted(OLD))
+def test_keyring_file_is_private_to_the_bot(host, name: str) -> None:
+    f = host.file(f"{KEYS}/{name}")
+    assert f.user == "clawbot"
+    assert f.group == "clawbot"
+    assert f.mode == 0o600
+
+
+@pytest.mark.parametrize("name", sorted(OLD))
+def test_rotated_with_the_old_key_kept_as_previous(host, name: str) -> None:
+    ring = _keyring(host, name)
+    assert ring["version"] == 1
+    assert ring["current"] != OLD[name]
+    assert set(ring["keys"]) == {ring["current"], OLD[name]}
+    today = dt.datetime.now(dt.UTC).date()
+    created = dt.datetime.fromisoformat(ring["meta"][ring["current"]]["created"].replace("Z", "+00:00"))
+    assert abs((created.date() - today).days) <= 1
+    assert ring["meta"][OLD[name]]["retired"] is not None
+    assert ring["meta"][ring["current"]]["retired"] is None
+
+
+def test_generated_keys_have_the_requested_format(host) -> None:
+    enc = _keyring(host, "encryption.json")
+    assert re.fullmatch(r"[A-Za-z0-9+/]{43}=", enc["keys"][enc["current"]])
+    probe = _keyring(host, "probe-token.json")
+    assert re.fullmatch(r"[A-Za-z0-9_-]{43}", probe["keys"][probe["current"]])
+
+
+def test_model_api_key_switched_to_the_vault_value(host) -> None:
+    ring = _keyring(host, "model-api-key.json")
+    assert ring["keys"][ring["current"]] == "sk-molecule-fake-new"
+    assert ring["meta"][ring["current"]]["source"] == "external"
+
+
+def test_bot_reports_the_new_key_ids(host) -> None:
+    metrics = host.check_output("curl -sf http://127.0.0.1:18789/metrics")
+    for name, label in (("encryption.json", "encryption"), ("probe-token.json", "tokens:key-rotation-probe"),
+                        ("model-api-key.json", "provider:main")):
+        current = _keyring(host, name)["current"]
+        assert f'clawbot_keyring_current_info{{keyring="{label}",key_id="{current}"}} 1.0' in metrics
+
+
+def test_new_probe_token_works_and_model_sees_the_new_key(host) -> None:
+    probe = _keyring(host, "probe-token.json")
+    status, doc = _chat(host, probe["keys"][probe["current"]])
+    assert status == 200, doc
+    assert doc["reply"] == "echo: after rotation"
+    last = json.loads(host.file("/var/log/fake-openai.jsonl").content_string.splitlines()[-1])
+    assert last["path"] == "/v1/chat/completions"
+    assert last["key_sha256"] == hashlib.sha256(b"sk-molecule-fake-new").hexdigest()[:16]
+
+
+def test_previous_probe_token_still_works_in_its_grace_period(host) -> None:
+    status, doc = _chat(host, "molecule-old-probe-token")
+    assert status == 200, doc
+
+
+def test_unknown_token_is_refused(host) -> None:
+    status, doc = _chat(host, "not-a-token")
+    assert status == 401
+    assert "error" in doc
+
+
+def test_new_conversation_rows_use_the_new_encryption_key(host) -> None:
+    current = _keyring(host, "encryption.json")["current"]
+    key_id = host.check_output(
+        "sqlite3 /var/lib/clawbot/clawbot.sqlite3 "
+        "\"SELECT key_id FROM conversation_log ORDER BY created_at DESC, rowid DESC LIMIT 1\"")
+    assert key_id == current
+    content = host.check_output(
+        "sqlite3 /var/lib/clawbot/clawbot.sqlite3 "
+        "\"SELECT content FROM conversation_log ORDER BY created_at DESC, rowid DESC LIMIT 1\"")
+    assert "after rotation" not in content  # encrypted at rest
+
+
+def test_new_key_was_verified_with_the_provider_before_use(host) -> None:
+    lines = [json.loads(x) for x in host.file("/var/log/fake-openai.jsonl").content_string.splitlines()]
+    new = hashlib.sha256(b"sk-molecule-fake-new").hexdigest()[:16]
+    first_use = next(i for i, rec in enumerate(lines) if rec["key_sha256"] == new)
+    assert lines[first_use]["path"] == "/v1/models"
+    assert lines[first_use]["status"] == 200
