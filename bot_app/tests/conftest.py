@@ -2,19 +2,35 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from clawbot_app.app import reload_settings
+from clawbot_app.services import Services
 from tests.fakes.openai_server import FakeModel, FakeModelServer
 from tests.support import free_port, wait_port
+
+
+@pytest.fixture
+def reload() -> Iterator[Callable[[Services, str], bool]]:
+    """What SIGHUP does; puts back the root logger that the reload reconfigures."""
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    yield reload_settings
+    for handler in list(root.handlers):
+        if handler not in handlers:
+            root.removeHandler(handler)
+            handler.close()
+    root.setLevel(level)
 
 
 @pytest.fixture(scope="session")

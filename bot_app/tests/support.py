@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from clawbot_app.app import create_app
 from clawbot_app.config import Settings
@@ -88,3 +90,24 @@ async def running_app(settings: Settings) -> AsyncIterator[Harness]:
         async with httpx.AsyncClient(transport=transport, base_url="http://bot.test",
                                      timeout=30) as client:
             yield Harness(app=app, services=app.state.services, client=client)
+
+
+def write_keyring(path: Path, current: str, keys: dict[str, str],
+                  source: str = "generated") -> Path:
+    """A version 1 keyring file as the ``key_rotate`` module writes it (urlsafe tokens, or
+    ``source="external"`` secrets such as a model API key)."""
+    generated = source == "generated"
+    meta = {kid: {"created": "2026-01-01T00:00:00Z",
+                  "retired": None if kid == current else "2026-02-01T00:00:00Z",
+                  "source": source, "format": "urlsafe" if generated else "external",
+                  "length": 32 if generated else None} for kid in keys}
+    path.write_text(json.dumps({"version": 1, "current": current, "keys": keys, "meta": meta}))
+    return path
+
+
+def keyring_series(metrics_text: str) -> set[tuple[str, str]]:
+    """``{(keyring, key_id)}`` of the ``clawbot_keyring_current_info`` samples that are 1."""
+    return {(s.labels["keyring"], s.labels["key_id"])
+            for family in text_string_to_metric_families(metrics_text)
+            if family.name == "clawbot_keyring_current_info"
+            for s in family.samples if s.value == 1.0}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ import sqlalchemy as sa
 from clawbot_app.config import Settings
 from clawbot_app.db.schema import conversation_log, dialog_sessions
 from clawbot_app.db.tokens import revoke_token
+from clawbot_app.services import Services
 from tests.fakes.openai_server import FakeModelServer
 from tests.support import Harness, running_app, settings_dict
 
@@ -352,10 +354,10 @@ async def test_tokens_file(tmp_path: Path, primary: FakeModelServer) -> None:
         assert (await h.chat("static-2", message="hi")).status_code == 401
 
 
-async def test_keyring_rotation_on_reload(tmp_path: Path, primary: FakeModelServer) -> None:
+async def test_keyring_rotation_on_reload(tmp_path: Path, primary: FakeModelServer,
+                                          reload: Callable[[Services, str], bool]) -> None:
     import yaml
 
-    from clawbot_app.app import reload_settings
     from clawbot_app.crypto import rotate_keyring_file
 
     keyring = tmp_path / "keyring.json"
@@ -368,7 +370,7 @@ async def test_keyring_rotation_on_reload(tmp_path: Path, primary: FakeModelServ
         tok = await h.token()
         await h.chat(tok, message="under old key")
         second = rotate_keyring_file(keyring)
-        assert reload_settings(h.services, str(cfg))  # what SIGHUP does
+        assert reload(h.services, str(cfg))  # what SIGHUP does
         await h.chat(tok, message="under new key")
         await h.services.writer.flush()
         async with h.services.db.engine.connect() as conn:
@@ -376,8 +378,3 @@ async def test_keyring_rotation_on_reload(tmp_path: Path, primary: FakeModelServ
                                        .where(conversation_log.c.role == "user"))).all()
         got = {h.services.keyring.decrypt(r.key_id, r.content, r.id): r.key_id for r in rows}
         assert got == {"under old key": first, "under new key": second}
-    import logging
-
-    for handler in list(logging.getLogger().handlers):  # reload installed stdout handlers
-        if getattr(handler, "_clawbot_handler", False):
-            logging.getLogger().removeHandler(handler)

@@ -79,3 +79,4 @@ def test_keyring_rotate_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
 
     doc = json.loads((tmp_path / "data" / "keyring.json").read_text())
     assert len(doc["keys"]) == 2 and doc["current"] in doc["keys"]
+    assert doc["version"] == 1 and set(doc["meta"]) == set(doc["keys"])

@@ -12,6 +12,7 @@ import yaml
 
 from clawbot_app.cli import main
 from clawbot_app.config import ConfigError, load_settings
+from tests.support import write_keyring
 
 
 def _write(tmp_path: Path, doc: object, name: str = "c.yaml") -> Path:
@@ -116,7 +117,8 @@ def test_bad_keyring_reported(tmp_path: Path) -> None:
     cfg = _write(tmp_path, {"encryption": {"keyring_file": str(kr)}})
     with pytest.raises(ConfigError) as ei:
         load_settings(str(cfg), environ={})
-    assert ei.value.errors == [("encryption.keyring_file", "key 'k1' must be 32 bytes (AES-256)")]
+    assert ei.value.errors == [("encryption.keyring_file",
+                                f"{kr}: key 'k1' must be 32 bytes (AES-256)")]
 
 
 def test_config_check_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str],
@@ -145,3 +147,79 @@ def test_config_check_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str],
     assert "invalid YAML" in capsys.readouterr().err
     assert main(["config", "check", "--config", str(tmp_path / "absent.yaml")]) == 1
     assert "cannot read" in capsys.readouterr().err
+
+
+def _provider(**extra: object) -> dict[str, object]:
+    return {"models": {"providers": {"a": {"base_url": "http://h", "model": "m", **extra}}}}
+
+
+def test_api_key_file(tmp_path: Path) -> None:
+    kr = write_keyring(tmp_path / "model.json", "k2", {"k1": "sk-old-1", "k2": "sk-new-2"})
+    cfg = _write(tmp_path, _provider(api_key_file=str(kr)))
+    s = load_settings(str(cfg), environ={"MODEL_API_KEY": "sk-env"})  # env never overrides
+    p = s.models.providers["a"]
+    assert p.secret() == "sk-new-2" and p.api_key is None
+    assert p.api_key_file is not None and p.api_key_file.current == "k2"
+    dumped = s.model_dump()
+    assert dumped["models"]["providers"]["a"]["api_key_file"] == str(kr)
+    assert "sk-new-2" not in repr(s) + str(dumped) and "sk-old-1" not in repr(s)
+    via_env = load_settings(None, environ={
+        "CLAWBOT__MODELS__PROVIDERS__A__BASE_URL": "http://h",
+        "CLAWBOT__MODELS__PROVIDERS__A__MODEL": "m",
+        "CLAWBOT__MODELS__PROVIDERS__A__API_KEY_FILE": str(kr)})
+    assert via_env.models.providers["a"].secret() == "sk-new-2"
+
+
+def test_api_key_file_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    kr = write_keyring(tmp_path / "model.json", "k1", {"k1": "sk-hidden-9"})
+    both = _write(tmp_path, _provider(api_key="sk-inline-8", api_key_file=str(kr)), "both.yaml")
+    with pytest.raises(ConfigError) as ei:
+        load_settings(str(both), environ={})
+    [(path, reason)] = ei.value.errors
+    assert path == "models.providers.a" and "api_key and api_key_file are mutually" in reason
+    assert "sk-inline-8" not in str(ei.value) and "sk-hidden-9" not in str(ei.value)
+
+    missing = _write(tmp_path, _provider(api_key_file=str(tmp_path / "nope.json")), "m.yaml")
+    assert main(["config", "check", "--config", str(missing)]) == 1
+    err = capsys.readouterr().err
+    assert f"models.providers.a.api_key_file: Value error, {tmp_path / 'nope.json'}: " \
+           "cannot read keyring" in err
+
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"current": "k1", "keys": {"k1": "sk-hidden-9"')
+    spaced = write_keyring(tmp_path / "spaced.json", "k1", {"k1": "sk-hidden-9\n"})
+    for bad, reason in ((broken, "keyring is not valid JSON"),
+                        (spaced, "current key 'k1' is not usable as an API key")):
+        cfg = _write(tmp_path, _provider(api_key_file=str(bad)), "bad.yaml")
+        assert main(["config", "check", "--config", str(cfg)]) == 1
+        err = capsys.readouterr().err
+        assert "models.providers.a.api_key_file:" in err and str(bad) in err and reason in err
+        assert "sk-hidden-9" not in err
+
+
+def test_tokens_file_errors_are_config_errors(tmp_path: Path) -> None:
+    ring = write_keyring(tmp_path / "probe.json", "k1", {"k1": "tok-hidden-1"})
+    cases = [
+        ({"tokens": [{"token": "tok-hidden-2"}]}, "entry 1: 'user' is required"),
+        ({"tokens": [{"user": "u"}]}, "entry 1: needs exactly one of sha256, token, keyring_file"),
+        ({"tokens": [{"user": "u", "token": "tok-hidden-2", "keyring_file": str(ring)}]},
+         "entry 1: needs exactly one of"),
+        ({"tokens": [{"user": "u", "sha256": "tok-hidden-2"}]},
+         "entry 1: 'sha256' must be 64 hex digits"),
+        ({"tokens": [{"user": "ok", "keyring_file": str(ring)},
+                     {"user": "u", "keyring_file": str(tmp_path / "gone.json")}]},
+         f"entry 2: {tmp_path / 'gone.json'}: cannot read keyring"),
+        ({"tokens": [{"user": "u", "keyring_file": str(ring), "expires_at": "tomorrow"}]},
+         "entry 1: 'expires_at' must be an ISO 8601 timestamp"),
+        ({"tokens": "tok-hidden-2"}, "'tokens' must be a list"),
+        ("tokens: [{token: tok-hidden-2, user: [}]", "invalid YAML at line 1"),
+    ]
+    for doc, reason in cases:
+        tokens = _write(tmp_path, doc, "tokens.yaml")
+        cfg = _write(tmp_path, {"auth": {"tokens_file": str(tokens)}})
+        with pytest.raises(ConfigError) as ei:
+            load_settings(str(cfg), environ={})
+        [(path, message)] = ei.value.errors
+        assert path == "auth.tokens_file" and message.startswith(f"{tokens}: ")
+        assert reason in message, (doc, message)
+        assert "tok-hidden" not in message

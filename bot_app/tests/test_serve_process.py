@@ -12,7 +12,9 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -22,7 +24,7 @@ import yaml
 from clawbot_app.db.engine import make_engine
 from clawbot_app.db.schema import conversation_log
 from tests.fakes.openai_server import FakeModelServer
-from tests.support import free_port, wait_port
+from tests.support import deep_merge, free_port, keyring_series, wait_port, write_keyring
 
 CLI = shutil.which("clawbot-app") or str(Path(sys.executable).parent / "clawbot-app")
 
@@ -103,9 +105,10 @@ def test_embedded_default_start(tmp_path: Path, procs: list[Proc]) -> None:
                for d in docs)
 
 
-def _config(path: Path, data: Path, port: int, default: str, primary: str, backup: str,
-            routes: list[dict[str, str]] | None = None) -> None:
-    path.write_text(yaml.safe_dump({
+def _config(path: Path, data: Path, port: int, primary: str, backup: str,
+            default: str = "primary", routes: list[dict[str, str]] | None = None,
+            **extra: Any) -> None:
+    path.write_text(yaml.safe_dump(deep_merge({
         "server": {"port": port, "graceful_timeout_seconds": 10},
         "storage": {"data_dir": str(data)},
         "auth": {"cache_ttl_seconds": 5},
@@ -114,7 +117,7 @@ def _config(path: Path, data: Path, port: int, default: str, primary: str, backu
             "primary": {"base_url": primary, "api_key": "sk-primary", "model": "m-primary",
                         "timeout_seconds": 10},
             "backup": {"base_url": backup, "api_key": "sk-backup", "model": "m-backup",
-                       "timeout_seconds": 10}}}}))
+                       "timeout_seconds": 10}}}}, extra)))
 
 
 def _token(cfg: Path, env: dict[str, str]) -> str:
@@ -123,18 +126,51 @@ def _token(cfg: Path, env: dict[str, str]) -> str:
     return out.stdout.strip()
 
 
-def test_sighup_reload_without_dropping(tmp_path: Path, procs: list[Proc],
-                                        primary: FakeModelServer,
-                                        backup: FakeModelServer) -> None:
-    env = _clean_env(tmp_path)
+@dataclass
+class Served:
+    """A ``serve --config`` process with its config file and a DB token of user ``u``."""
+
+    proc: Proc
+    cfg: Path
+    data: Path
+    token: str
+    env: dict[str, str]
+
+    def configure(self, primary: FakeModelServer, backup: FakeModelServer,
+                  **kwargs: Any) -> None:
+        _config(self.cfg, self.data, self.proc.port, primary.base_url, backup.base_url,
+                **kwargs)
+
+    def reload(self) -> None:
+        """SIGHUP, then wait until the process logged the outcome."""
+        done = self.proc.log.read_text().count("configuration reloaded")
+        self.proc.p.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while self.proc.log.read_text().count("configuration reloaded") == done:
+            assert time.monotonic() < deadline, self.proc.log.read_text()[-3000:]
+            time.sleep(0.05)
+
+
+def _serve(tmp_path: Path, procs: list[Proc], primary: FakeModelServer,
+           backup: FakeModelServer, env: dict[str, str] | None = None,
+           **config: Any) -> Served:
+    env = {**_clean_env(tmp_path), **(env or {})}
     port = free_port()
     cfg = tmp_path / "cfg.yaml"
     data = tmp_path / "data"
-    _config(cfg, data, port, "primary", primary.base_url, backup.base_url)
+    _config(cfg, data, port, primary.base_url, backup.base_url, **config)
     token = _token(cfg, env)
     proc = Proc(["serve", "--config", str(cfg)], env, port, tmp_path / "serve.log")
     procs.append(proc)
-    hdr = {"Authorization": f"Bearer {token}"}
+    return Served(proc, cfg, data, token, env)
+
+
+def test_sighup_reload_without_dropping(tmp_path: Path, procs: list[Proc],
+                                        primary: FakeModelServer,
+                                        backup: FakeModelServer) -> None:
+    served = _serve(tmp_path, procs, primary, backup)
+    proc = served.proc
+    hdr = {"Authorization": f"Bearer {served.token}"}
     with httpx.Client(base_url=proc.url, headers=hdr, timeout=20) as c:
         assert c.post("/api/v1/chat", json={"message": "a"}).json()["model"] == "m-primary"
         primary.fake.latency = 1.0
@@ -154,8 +190,8 @@ def test_sighup_reload_without_dropping(tmp_path: Path, procs: list[Proc],
         for t in threads:
             t.start()
         time.sleep(0.3)  # requests are now in flight on the 1 s primary
-        _config(cfg, data, port, "backup", primary.base_url, backup.base_url,
-                routes=[{"path_prefix": "/zh/", "provider": "primary"}])
+        served.configure(primary, backup, default="backup",
+                         routes=[{"path_prefix": "/zh/", "provider": "primary"}])
         proc.p.send_signal(signal.SIGHUP)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -178,37 +214,26 @@ def test_sighup_reload_without_dropping(tmp_path: Path, procs: list[Proc],
 def test_bad_reload_keeps_running_config(tmp_path: Path, procs: list[Proc],
                                          primary: FakeModelServer,
                                          backup: FakeModelServer) -> None:
-    env = _clean_env(tmp_path)
-    port = free_port()
-    cfg = tmp_path / "cfg.yaml"
-    _config(cfg, tmp_path / "data", port, "primary", primary.base_url, backup.base_url)
-    token = _token(cfg, env)
-    proc = Proc(["serve", "--config", str(cfg)], env, port, tmp_path / "serve.log")
-    procs.append(proc)
-    cfg.write_text("models: {default: ghost}\n")
+    served = _serve(tmp_path, procs, primary, backup)
+    proc = served.proc
+    served.cfg.write_text("models: {default: ghost}\n")
     proc.p.send_signal(signal.SIGHUP)
     time.sleep(0.5)
     r = httpx.post(f"{proc.url}/api/v1/chat", json={"message": "x"},
-                   headers={"Authorization": f"Bearer {token}"})
+                   headers={"Authorization": f"Bearer {served.token}"})
     assert r.status_code == 200 and r.json()["model"] == "m-primary"
     assert "config reload rejected" in proc.log.read_text()
 
 
 def test_graceful_shutdown_drains(tmp_path: Path, procs: list[Proc],
                                   primary: FakeModelServer, backup: FakeModelServer) -> None:
-    env = _clean_env(tmp_path)
-    port = free_port()
-    cfg = tmp_path / "cfg.yaml"
-    data = tmp_path / "data"
-    _config(cfg, data, port, "primary", primary.base_url, backup.base_url)
-    token = _token(cfg, env)
-    proc = Proc(["serve", "--config", str(cfg)], env, port, tmp_path / "serve.log")
-    procs.append(proc)
+    served = _serve(tmp_path, procs, primary, backup)
+    proc = served.proc
     primary.fake.latency = 1.0
     box: list[httpx.Response] = []
     t = threading.Thread(target=lambda: box.append(httpx.post(
         f"{proc.url}/api/v1/chat", json={"message": "drain-me"},
-        headers={"Authorization": f"Bearer {token}"}, timeout=20)))
+        headers={"Authorization": f"Bearer {served.token}"}, timeout=20)))
     t.start()
     time.sleep(0.4)
     assert proc.stop() == 0
@@ -217,7 +242,7 @@ def test_graceful_shutdown_drains(tmp_path: Path, procs: list[Proc],
     assert box[0].json()["reply"].startswith("primary: drain-me")
 
     async def count() -> int:
-        engine = make_engine(f"sqlite:///{data / 'clawbot.sqlite3'}")
+        engine = make_engine(f"sqlite:///{served.data / 'clawbot.sqlite3'}")
         try:
             async with engine.connect() as conn:
                 return int((await conn.execute(
@@ -226,3 +251,57 @@ def test_graceful_shutdown_drains(tmp_path: Path, procs: list[Proc],
             await engine.dispose()
 
     assert asyncio.run(count()) == 2  # log writer flushed before exit
+
+
+def test_sighup_picks_up_rotated_keys(tmp_path: Path, procs: list[Proc],
+                                      primary: FakeModelServer,
+                                      backup: FakeModelServer) -> None:
+    """What the rotation playbook does: rewrite keyring files, reload, read the metric."""
+    model_keys = write_keyring(tmp_path / "model.json", "m1", {"m1": "sk-one"},
+                               source="external")
+    probe_keys = write_keyring(tmp_path / "probe.json", "t2", {"t1": "tok-a", "t2": "tok-b"})
+    tokens = tmp_path / "tokens.yaml"
+    tokens.write_text(yaml.safe_dump({"tokens": [
+        {"keyring_file": str(probe_keys), "user": "probe", "tenant": "ops"}]}))
+    primary.fake.api_key = "sk-one"
+    env_key = "sk-env-must-not-win"
+    served = _serve(tmp_path, procs, primary, backup, env={"MODEL_API_KEY": env_key},
+                    auth={"tokens_file": str(tokens)},
+                    models={"providers": {"primary": {"api_key": None,
+                                                      "api_key_file": str(model_keys)}}})
+    url = served.proc.url
+
+    def chat(token: str) -> int:
+        return httpx.post(f"{url}/api/v1/chat", json={"message": "hi"}, timeout=20,
+                          headers={"Authorization": f"Bearer {token}"}).status_code
+
+    def series() -> set[tuple[str, str]]:
+        return keyring_series(httpx.get(f"{url}/metrics").text)
+
+    assert (chat("tok-a"), chat("tok-b"), chat(served.token)) == (200, 200, 200)
+    assert set(primary.fake.authorizations) == {"Bearer sk-one"}
+    before = series()
+    [encryption_before] = [kid for name, kid in before if name == "encryption"]
+    assert before == {("encryption", encryption_before), ("provider:primary", "m1"),
+                      ("tokens:probe", "t2")}
+
+    write_keyring(model_keys, "m2", {"m1": "sk-one", "m2": "sk-two"}, source="external")
+    write_keyring(probe_keys, "t3", {"t2": "tok-b", "t3": "tok-c"})  # t1 pruned
+    out = subprocess.run([CLI, "keyring", "rotate", "--config", str(served.cfg)],
+                         env=served.env, capture_output=True, text=True, check=True)
+    encryption_after = out.stdout.split("'")[1]
+    assert encryption_after != encryption_before
+    primary.fake.api_key = "sk-two"
+    assert chat("tok-b") == 502  # not reloaded yet: the old key goes upstream
+    assert primary.fake.authorizations[-1] == "Bearer sk-one"
+
+    served.reload()
+    assert chat("tok-a") == 401  # pruned from the keyring
+    assert (chat("tok-b"), chat("tok-c"), chat(served.token)) == (200, 200, 200)
+    assert primary.fake.authorizations[-3:] == ["Bearer sk-two"] * 3
+    assert series() == {("encryption", encryption_after), ("provider:primary", "m2"),
+                        ("tokens:probe", "t3")}
+    assert served.proc.p.poll() is None  # the same process, reloaded
+    log = served.proc.log.read_text()
+    for secret in ("sk-one", "sk-two", "tok-a", "tok-b", "tok-c", env_key):
+        assert secret not in log

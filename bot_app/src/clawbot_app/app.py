@@ -16,8 +16,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from clawbot_app import api
+from clawbot_app.auth import TokensFileError
 from clawbot_app.bootstrap import build_services, close_services
 from clawbot_app.config import CONFIG_ENV, ConfigError, Settings, load_settings
+from clawbot_app.crypto import KeyringError
 from clawbot_app.errors import ApiError
 from clawbot_app.logging_setup import setup_logging
 from clawbot_app.middleware import ObservabilityMiddleware
@@ -71,12 +73,12 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
 def reload_settings(services: Services, config_path: str | None) -> bool:
     try:
         new = load_settings(config_path)
-    except ConfigError as exc:
+        setup_logging(new.logging)
+        services.apply_settings(new)  # raises before any change if a file broke meanwhile
+    except (ConfigError, KeyringError, TokensFileError) as exc:
         log.error("config reload rejected, keeping the running configuration",
                   extra={"ecs": {"error.message": str(exc)}})
         return False
-    setup_logging(new.logging)
-    services.apply_settings(new)
     log.info("configuration reloaded")
     return True
 

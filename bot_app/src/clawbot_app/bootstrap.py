@@ -48,11 +48,13 @@ async def build_services(settings: Settings) -> Services:
     model_pool = ShardedClient()
     chat = ChatService(settings, store, db, keyring, writer, ProviderClient(model_pool, metrics),
                        metrics)
-    return Services(
+    services = Services(
         settings=settings, http=http, db=db, store=store, metrics=metrics, keyring=keyring,
         writer=writer, tokens=TokenService(settings, db),
         rate_limiter=RateLimiter(settings, store, db, metrics), chat=chat,
         started_at=time.time(), access_log=AccessLog(settings.logging))
+    services.publish_key_ids()
+    return services
 
 
 async def close_services(services: Services, timeout: float = 10.0) -> None:

@@ -6,8 +6,9 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import sqlalchemy as sa
 
@@ -18,13 +19,19 @@ from clawbot_app.db.schema import tenant_config
 from clawbot_app.errors import ApiError, NoProviderError, UpstreamError, ValidationFailed
 from clawbot_app.logwriter import ConversationWriter
 from clawbot_app.metrics import Metrics
-from clawbot_app.providers import Completion, OpenStream, ProviderClient
+from clawbot_app.providers import (
+    Completion,
+    OpenStream,
+    ProviderClient,
+    forget_encoded_headers,
+)
 from clawbot_app.routing import select_providers
 from clawbot_app.store import Store, _TTLDict
 
 log = logging.getLogger("clawbot_app.chat")
 
 _TENANT_CACHE_SECONDS = 30.0
+_Answer = TypeVar("_Answer", Completion, OpenStream)
 
 
 @dataclass(frozen=True)
@@ -43,6 +50,19 @@ class ChatStream:
     events: AsyncIterator[bytes]
 
 
+async def _first_answer(candidates: list[str],
+                        call: Callable[[str], Awaitable[_Answer]]) -> _Answer:
+    """Try the providers in order (routing, then fallback); raise the last error if all fail."""
+    last: ApiError = UpstreamError("model call failed")
+    for name in candidates:
+        try:
+            return await call(name)
+        except ApiError as exc:
+            log.warning("provider %s failed: %s", name, exc.code)
+            last = exc
+    raise last
+
+
 class ChatService:
     def __init__(self, settings: Settings, store: Store, db: Database, keyring: Keyring,
                  writer: ConversationWriter, providers: ProviderClient, metrics: Metrics):
@@ -59,6 +79,7 @@ class ChatService:
 
     def apply_settings(self, settings: Settings) -> None:
         self.settings = settings
+        forget_encoded_headers()
 
     def _active_count(self) -> float:
         self._active.sweep()
@@ -138,18 +159,8 @@ class ChatService:
         candidates, sid, key, messages, is_new = await self._prepare(
             settings, tenant_id, user_id, session_id, message, path)
         started = time.perf_counter()
-        last: ApiError = UpstreamError("model call failed")
-        result: Completion | None = None
-        for name in candidates:
-            try:
-                result = await self.providers.complete(
-                    name, settings.models.providers[name], messages)
-                break
-            except ApiError as exc:
-                log.warning("provider %s failed: %s", name, exc.code)
-                last = exc
-        if result is None:
-            raise last
+        result = await _first_answer(candidates, lambda name: self.providers.complete(
+            name, settings.models.providers[name], messages))
         latency_ms = int((time.perf_counter() - started) * 1000)
         await self._finish(settings, tenant_id, user_id, sid, key, is_new, message,
                            result.text, result.model, latency_ms)
@@ -163,18 +174,8 @@ class ChatService:
         candidates, sid, key, messages, is_new = await self._prepare(
             settings, tenant_id, user_id, session_id, message, path)
         started = time.perf_counter()
-        last: ApiError = UpstreamError("model call failed")
-        opened: OpenStream | None = None
-        for name in candidates:
-            try:
-                opened = await self.providers.open_stream(
-                    name, settings.models.providers[name], messages)
-                break
-            except ApiError as exc:
-                last = exc
-        if opened is None:
-            raise last
-        upstream = opened
+        upstream = await _first_answer(candidates, lambda name: self.providers.open_stream(
+            name, settings.models.providers[name], messages))
 
         async def events() -> AsyncIterator[bytes]:
             parts: list[str] = []

@@ -5,18 +5,22 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PlainSerializer,
+    PlainValidator,
     SecretStr,
     ValidationError,
     field_validator,
     model_validator,
 )
+
+from clawbot_app.keyfile import KeyfileError, SecretKeyring, load_secret_keyring
 
 ENV_PREFIX = "CLAWBOT__"
 CONFIG_ENV = "CLAWBOT_CONFIG"
@@ -76,9 +80,35 @@ class SessionSettings(_Section):
     max_turns: int = Field(10, ge=0, le=1000)
 
 
+def _is_header_safe(secret: str) -> bool:
+    return all("!" <= ch <= "~" for ch in secret)
+
+
+def _load_api_key_file(value: Any) -> SecretKeyring:
+    """Read the provider's keyring file while the config is validated (start and SIGHUP)."""
+    if isinstance(value, SecretKeyring):
+        return value
+    if not isinstance(value, str) or not value:
+        raise ValueError("must be the path of a keyring file")
+    try:
+        ring = load_secret_keyring(os.path.expanduser(value))
+    except KeyfileError as exc:
+        raise ValueError(str(exc)) from None
+    if not _is_header_safe(ring.current_secret):
+        raise ValueError(f"{ring.path}: current key '{ring.current}' is not usable as an API key "
+                         "(only printable ASCII without spaces)")
+    return ring
+
+
+# The parsed keyring (its current key is the API key); serialised back as its path.
+ApiKeyFile = Annotated[SecretKeyring, PlainValidator(_load_api_key_file),
+                       PlainSerializer(lambda ring: ring.path, return_type=str)]
+
+
 class ProviderSettings(_Section):
     base_url: str
     api_key: SecretStr | None = None
+    api_key_file: ApiKeyFile | None = None
     model: str
     max_tokens: int = Field(2048, ge=1)
     temperature: float = Field(0.7, ge=0, le=2)
@@ -91,6 +121,19 @@ class ProviderSettings(_Section):
         if not re.match(r"^https?://[^/\s]+", v):
             raise ValueError("must be an http(s):// URL")
         return v.rstrip("/")
+
+    @model_validator(mode="after")
+    def _one_key_source(self) -> ProviderSettings:
+        if self.api_key_file is not None and self.api_key is not None \
+                and self.api_key.get_secret_value():
+            raise ValueError("api_key and api_key_file are mutually exclusive: set only one")
+        return self
+
+    def secret(self) -> str | None:
+        """The API key: the keyring file's current key, else ``api_key`` (None: no auth)."""
+        if self.api_key_file is not None:
+            return self.api_key_file.current_secret
+        return self.api_key.get_secret_value() if self.api_key is not None else None
 
 
 class RouteRule(_Section):
@@ -252,7 +295,8 @@ def _apply_model_api_key(data: dict[str, Any], environ: dict[str, str]) -> None:
         return
     default = models.get("default") or (next(iter(providers)) if len(providers) == 1 else None)
     target = providers.get(default) if default else None
-    if isinstance(target, dict) and not target.get("api_key"):
+    if isinstance(target, dict) and not target.get("api_key") \
+            and not target.get("api_key_file"):
         target["api_key"] = key
 
 
@@ -273,15 +317,22 @@ def _semantic_errors(s: Settings) -> list[tuple[str, str]]:
             errors.append((f"models.fallback.{i}", f"unknown provider '{name}'"))
     if names and not s.default_provider:
         errors.append(("models.default", "required when more than one provider is configured"))
-    for path_key, value in (
-        ("auth.tokens_file", s.auth.tokens_file),
-        ("encryption.keyring_file", s.encryption.keyring_file),
-    ):
-        if value and not Path(os.path.expanduser(value)).is_file():
-            errors.append((path_key, f"file not found: {value}"))
-    if s.encryption.keyring_file and Path(os.path.expanduser(s.encryption.keyring_file)).is_file():
-        from clawbot_app.crypto import KeyringError, load_keyring_file
+    errors.extend(_file_errors(s))
+    return errors
 
+
+def _file_errors(s: Settings) -> list[tuple[str, str]]:
+    """Parse the tokens file and the encryption keyring now, so that bad files are config errors."""
+    from clawbot_app.auth import TokensFileError, load_tokens_file
+    from clawbot_app.crypto import KeyringError, load_keyring_file
+
+    errors: list[tuple[str, str]] = []
+    if s.auth.tokens_file:
+        try:
+            load_tokens_file(s.auth.tokens_file)
+        except TokensFileError as exc:
+            errors.append(("auth.tokens_file", str(exc)))
+    if s.encryption.keyring_file:
         try:
             load_keyring_file(Path(os.path.expanduser(s.encryption.keyring_file)))
         except KeyringError as exc:

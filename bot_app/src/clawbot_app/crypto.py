@@ -1,24 +1,38 @@
 """AES-256-GCM encryption of conversation content with a rotating keyring file.
 
-Keyring file format: ``{"current": "<id>", "keys": {"<id>": "<base64 32 bytes>"}}``. Each
-encrypted value is stored with its key id, so rows written under an old key stay readable after
-rotation as long as the old key is still listed.
+The keyring file is a :mod:`clawbot_app.keyfile` file (version 1, or the legacy
+``{"current": "<id>", "keys": {"<id>": "<base64 32 bytes>"}}``) whose keys are standard base64
+of 32 random bytes. Each encrypted value is stored with its key id, so rows written under an old
+key stay readable after rotation as long as the old key is still listed.
 """
 
 from __future__ import annotations
 
 import base64
-import json
+import datetime as dt
 import os
-import secrets
-import time
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from clawbot_app.keyfile import (
+    KeyfileError,
+    KeyMeta,
+    SecretKeyring,
+    load_secret_keyring,
+    locked,
+    new_key_id,
+    timestamp,
+    utc_now,
+    write_secret_keyring,
+)
+
 if TYPE_CHECKING:
     from clawbot_app.config import Settings
+
+AES_KEY_BYTES = 32
 
 
 class KeyringError(Exception):
@@ -26,54 +40,71 @@ class KeyringError(Exception):
 
 
 def load_keyring_file(path: Path) -> tuple[str, dict[str, bytes]]:
+    """``(current id, {id: 32-byte key})`` from an encryption keyring file."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise KeyringError(f"cannot read keyring: {exc.strerror}") from None
-    except ValueError:
-        raise KeyringError("keyring is not valid JSON") from None
-    if not isinstance(data, dict) or not isinstance(data.get("keys"), dict):
-        raise KeyringError("keyring must be {\"current\": id, \"keys\": {id: base64}}")
+        ring = load_secret_keyring(path)
+    except KeyfileError as exc:
+        raise KeyringError(str(exc)) from None
+    return ring.current, decode_aes_keys(ring)
+
+
+def decode_aes_keys(ring: SecretKeyring) -> dict[str, bytes]:
     keys: dict[str, bytes] = {}
-    for kid, b64 in data["keys"].items():
+    for kid, text in ring.keys.items():
         try:
-            raw = base64.b64decode(b64, validate=True)
-        except (ValueError, TypeError):
-            raise KeyringError(f"key '{kid}' is not valid base64") from None
-        if len(raw) != 32:
-            raise KeyringError(f"key '{kid}' must be 32 bytes (AES-256)")
-        keys[str(kid)] = raw
-    current = data.get("current")
-    if not isinstance(current, str) or current not in keys:
-        raise KeyringError("'current' must name a key in 'keys'")
-    return current, keys
+            raw = base64.b64decode(text, validate=True)
+        except ValueError:  # binascii.Error, or non-ASCII text
+            raise KeyringError(f"{ring.path}: key '{kid}' is not valid base64") from None
+        if len(raw) != AES_KEY_BYTES:
+            raise KeyringError(f"{ring.path}: key '{kid}' must be 32 bytes (AES-256)")
+        keys[kid] = raw
+    return keys
 
 
-def write_keyring_file(path: Path, current: str, keys: dict[str, bytes]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    doc = {"current": current, "keys": {k: base64.b64encode(v).decode() for k, v in keys.items()}}
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(doc, fh, indent=2)
-    os.replace(tmp, path)
+def rotate_keyring_file(path: Path, lock_timeout: float = 60.0) -> str:
+    """Add a fresh key and make it current (old keys stay for reading). Returns the new id.
+
+    Reads version 1 and legacy files and always writes version 1, atomically, under the same
+    lock file as the ``key_rotate`` Ansible module.
+    """
+    try:
+        with locked(path, lock_timeout):
+            return _rotate_unlocked(path)
+    except KeyfileError as exc:
+        raise KeyringError(str(exc)) from None
 
 
-def new_key_id() -> str:
-    return time.strftime("k%Y%m%d%H%M%S") + secrets.token_hex(2)
-
-
-def rotate_keyring_file(path: Path) -> str:
-    """Add a fresh key and make it current (old keys stay for reading). Returns the new id."""
-    keys: dict[str, bytes] = {}
+def _rotate_unlocked(path: Path) -> str:
+    now = utc_now()
+    kid = new_key_id(now)
+    secret = base64.b64encode(AESGCM.generate_key(bit_length=256)).decode()
+    meta = KeyMeta(created=timestamp(now), retired=None, source="generated", format="base64",
+                   length=AES_KEY_BYTES)
     if path.exists():
-        _, keys = load_keyring_file(path)
-    kid = new_key_id()
-    while kid in keys:
-        kid = new_key_id()
-    keys[kid] = AESGCM.generate_key(bit_length=256)
-    write_keyring_file(path, kid, keys)
+        ring = load_secret_keyring(path)
+        decode_aes_keys(ring)  # never rotate on top of a keyring the service cannot use
+        while kid in ring.keys:
+            kid = new_key_id(now)
+        ring = _adopt_legacy_keys(ring, path).rotated(kid, secret, meta, timestamp(now))
+    else:
+        ring = SecretKeyring(path=str(path), current=kid, keys={kid: secret}, meta={kid: meta})
+    write_secret_keyring(path, ring)
     return kid
+
+
+def _adopt_legacy_keys(ring: SecretKeyring, path: Path) -> SecretKeyring:
+    """Describe keys without metadata (legacy files) as ``key_rotate`` adopts them.
+
+    Their creation time is unknown; the file's modification time stands in for it (and for the
+    retirement of keys that are not current).
+    """
+    mtime = timestamp(dt.datetime.fromtimestamp(path.stat().st_mtime, dt.UTC))
+    metas = dict(ring.meta)
+    for kid in ring.keys:
+        if kid not in metas:
+            metas[kid] = KeyMeta(created=mtime, retired=None if kid == ring.current else mtime,
+                                 source="unknown", format="base64", length=AES_KEY_BYTES)
+    return replace(ring, meta=metas)
 
 
 def keyring_path(settings: Settings) -> Path:
@@ -89,8 +120,8 @@ class Keyring:
         self._set(current, keys)
 
     def _set(self, current: str, keys: dict[str, bytes]) -> None:
-        self.current = current
         self._aead = {kid: AESGCM(k) for kid, k in keys.items()}
+        self.current = current
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Keyring:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
@@ -32,6 +34,22 @@ class Metrics:
             "conversation_log_replayed_total", "Spooled rows replayed into the DB", registry=r)
         self.rate_limited = Counter(
             "rate_limited_total", "Requests rejected by the tenant rate limit", registry=r)
+        self.keyring_current = Gauge(
+            "clawbot_keyring_current_info", "Current key id of each loaded keyring file (1)",
+            ["keyring", "key_id"], registry=r)
+        self._keyring_labels: set[tuple[str, str]] = set()
+
+    def set_keyring_current(self, current: Mapping[str, str]) -> None:
+        """Publish ``{keyring label: current key id}``; label sets no longer current go away.
+
+        Called when keyrings are loaded (start, SIGHUP), so scrapes stay cheap.
+        """
+        labels = set(current.items())
+        for keyring, key_id in self._keyring_labels - labels:
+            self.keyring_current.remove(keyring, key_id)
+        for keyring, key_id in labels:
+            self.keyring_current.labels(keyring=keyring, key_id=key_id).set(1)
+        self._keyring_labels = labels
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -63,7 +63,7 @@ def completions_url(p: ProviderSettings) -> str:
     return base + "/v1/chat/completions"
 
 
-@lru_cache(maxsize=64)
+@lru_cache(maxsize=64)  # keyed by the secret too: a rotated API key gets new header bytes
 def _static_parts(base_url: str, secret: str | None) -> tuple[httpx.URL, list[tuple[bytes, bytes]]]:
     url = httpx.URL(base_url)
     headers = [(b"Host", url.netloc), (b"Accept", b"application/json"),
@@ -73,10 +73,14 @@ def _static_parts(base_url: str, secret: str | None) -> tuple[httpx.URL, list[tu
     return url, headers
 
 
+def forget_encoded_headers() -> None:
+    """Drop the pre-encoded headers, so that retired API keys do not linger after a reload."""
+    _static_parts.cache_clear()
+
+
 def _request(p: ProviderSettings, messages: list[dict[str, str]], stream: bool) -> httpx.Request:
     """Build the request with pre-encoded parts (cheaper than letting httpx infer them)."""
-    secret = p.api_key.get_secret_value() if p.api_key is not None else None
-    url, headers = _static_parts(completions_url(p), secret or None)
+    url, headers = _static_parts(completions_url(p), p.secret() or None)
     body = json.dumps(_payload(p, messages, stream)).encode()
     return httpx.Request(
         "POST", url, content=body,

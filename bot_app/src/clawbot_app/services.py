@@ -89,10 +89,25 @@ class Services:
             task.cancel()
 
     def apply_settings(self, settings: Settings) -> None:
-        """Swap in a reloaded configuration (SIGHUP). In-flight requests keep their snapshot."""
+        """Swap in a reloaded configuration (SIGHUP). In-flight requests keep their snapshot.
+
+        The files are read first: if a keyring or the tokens file broke since ``settings`` was
+        validated, this raises before anything of the running configuration is replaced.
+        """
+        file_tokens = self.tokens.read_file(settings)
+        self.keyring.reload(settings)
+        self.tokens.apply_settings(settings, file_tokens)
         self.settings = settings
         self.access_log.configure(settings.logging)
-        self.keyring.reload(settings)
-        self.tokens.apply_settings(settings)
         self.rate_limiter.apply_settings(settings)
         self.chat.apply_settings(settings)
+        self.publish_key_ids()
+
+    def publish_key_ids(self) -> None:
+        """Set ``clawbot_keyring_current_info`` from the keyrings loaded right now."""
+        current = {"encryption": self.keyring.current}
+        for name, provider in self.settings.models.providers.items():
+            if provider.api_key_file is not None:
+                current[f"provider:{name}"] = provider.api_key_file.current
+        current.update(self.tokens.keyring_ids)
+        self.metrics.set_keyring_current(current)

@@ -3,7 +3,9 @@
 Reply text is ``"<name>: <last user message> [n=<number of messages>]"`` so tests can see
 which provider answered and how much context it got. Behaviour is tunable at runtime:
 ``latency`` (seconds), ``fail_next`` (list of HTTP statuses returned by the next requests),
-``always_status``, ``hang`` (never answer), ``api_key`` (required bearer key).
+``always_status``, ``hang`` (never answer), ``api_key`` (required bearer key; ``reset()``
+restores the one given at construction). ``authorizations`` records each request's
+``Authorization`` header.
 
 Run standalone: ``python -m tests.fakes.openai_server --port 9000 --latency 0.1``.
 """
@@ -36,9 +38,15 @@ class FakeModel:
     always_status: int | None = None
     hang: bool = False
     requests: list[dict[str, Any]] = field(default_factory=list)
+    authorizations: list[str | None] = field(default_factory=list)
     record: bool = True
 
+    def __post_init__(self) -> None:
+        self._initial_api_key = self.api_key
+
     def reset(self) -> None:
+        self.api_key = self._initial_api_key
+        self.authorizations.clear()
         self.latency = 0.0
         self.fail_next.clear()
         self.always_status = None
@@ -51,6 +59,8 @@ class FakeModel:
         return f"{self.name}: {last} [n={len(msgs)}]"
 
     async def completions(self, request: Request) -> Response:
+        if self.record:
+            self.authorizations.append(request.headers.get("authorization"))
         if self.api_key is not None:
             if request.headers.get("authorization") != f"Bearer {self.api_key}":
                 return JSONResponse({"error": {"message": "invalid api key"}}, 401)
