@@ -23,10 +23,11 @@ def _keyring(host, name: str) -> dict:
 
 def _chat(host, token: str) -> tuple[int, dict]:
     body = json.dumps({"message": "after rotation", "session_id": "verify"})
+    # testinfra shell-quotes each argument itself.
     out = host.check_output(
-        "curl -s -o /tmp/chat.json -w '%%{http_code}' -H 'Authorization: Bearer %s' "
-        "-H 'Content-Type: application/json' --data '%s' http://127.0.0.1:18789/api/v1/chat",
-        token, body)
+        "curl -s -o /tmp/chat.json -w '%%{http_code}' -H %s "
+        "-H 'Content-Type: application/json' --data %s http://127.0.0.1:18789/api/v1/chat",
+        f"Authorization: Bearer {token}", body)
     return int(out), json.loads(host.file("/tmp/chat.json").content_string)
 
 
