@@ -93,7 +93,7 @@ unit: venv $(SANITY_ROOT)
 # real wire protocols, ansible-playbook against localhost.
 integration: collection
 	@$(call step,integration: playbooks on loopback)
-	@pytest -q -p no:cacheprovider -p no:asyncio tests/integration || $(call fail,integration)
+	@pytest -q -p no:cacheprovider -p no:asyncio tests/playbooks || $(call fail,integration)
 
 molecule: collection image
 	@$(call step,molecule: $(if $(SCENARIOS),$(SCENARIOS),all scenarios))
