@@ -8,6 +8,7 @@ import json
 import re
 
 import pytest
+from testinfra.modules.ansible import AnsibleException
 
 KEYS = "/etc/clawbot/keys"
 OLD = {
@@ -114,3 +115,23 @@ def test_new_key_was_verified_with_the_provider_before_use(host) -> None:
     first_use = next(i for i, rec in enumerate(lines) if rec["key_sha256"] == new)
     assert lines[first_use]["path"] == "/v1/models"
     assert lines[first_use]["status"] == 200
+
+
+def test_key_the_provider_rejects_changes_nothing(host) -> None:
+    before = host.file(f"{KEYS}/model-api-key.json").content_string
+    # testinfra raises AnsibleException only when the result says "failed", which the --tree output
+    # of ansible-core 2.19 leaves out; a failed run is recognised by its message and missing results.
+    try:
+        result = host.ansible("clawbot.stack.key_rotate",
+                              f"path={KEYS}/model-api-key.json secret=sk-molecule-not-accepted "
+                              "verify_url=http://127.0.0.1:18800/v1 owner=clawbot group=clawbot",
+                              check=False, become=True)
+    except AnsibleException as exc:
+        result = exc.result
+    assert "rotated" not in result
+    assert "secret was rejected by http://127.0.0.1:18800/v1/models: HTTP 401" in result["msg"]
+    assert "the keyring was not changed" in result["msg"]
+    assert "sk-molecule-not-accepted" not in json.dumps(result)
+    assert host.file(f"{KEYS}/model-api-key.json").content_string == before
+    last = json.loads(host.file("/var/log/fake-openai.jsonl").content_string.splitlines()[-1])
+    assert (last["path"], last["status"]) == ("/v1/models", 401)
