@@ -23,15 +23,21 @@ SCENARIOS ?=
 step = printf '\n==> %s\n' "$(1)"
 fail = { printf '\nFAILED: %s\n' "$(1)" >&2; exit 1; }
 
-.PHONY: help venv collection lint sanity unit integration molecule test test-summary demo demo-destroy bench image docker build clean
+.PHONY: help prereqs venv collection lint sanity unit integration molecule test demo demo-destroy bench image docker build clean
 
 help:
-	@echo "make demo          deploy the stack onto a local systemd container ($(DEMO_NAME))"
-	@echo "make test          lint + sanity + unit + molecule, with a one-line summary"
-	@echo "make lint | sanity | unit | integration | molecule | bench | build | demo-destroy | clean"
+	@echo "make demo          deploy the stack onto a local systemd container ($(DEMO_NAME)) and print how to reach the bot"
+	@echo "make demo-destroy  remove the demo container"
+	@echo "make test          everything below, in this order; every part runs even after a failure,"
+	@echo "                   then a time table per part and per Molecule scenario:"
+	@bash $(HARNESS)/test-all.sh --list | sed 's/^/                     /'
+	@echo "make lint | sanity | unit | integration | molecule   one part (SCENARIOS='a b' for some scenarios)"
+	@echo "make bench         wrk against the bot on loopback (ratios in one run)"
+	@echo "make prereqs       install the Debian packages make test needs (tests/harness/prereqs.sh list)"
+	@echo "make build | clean"
 
 $(VENV)/.installed: requirements-dev.txt $(wildcard bot_app/pyproject.toml)
-	@$(call step,virtualenv $(VENV))
+	@$(call step,virtualenv $(VENV): pip install requirements-dev.txt and bot_app[test] (about a minute))
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || $(call fail,venv: python3 -m venv)
 	@$(BIN)/pip install -q --upgrade pip wheel || $(call fail,venv: pip upgrade)
 	@$(BIN)/pip install -q -r requirements-dev.txt || $(call fail,venv: pip install -r requirements-dev.txt)
@@ -46,8 +52,14 @@ collection: venv
 	@mkdir -p $(dir $(COLLECTION_LINK))
 	@ln -sfn ../../.. $(COLLECTION_LINK)
 
-docker:
-	@bash $(HARNESS)/ensure-docker.sh || $(call fail,docker engine)
+# System packages: tests/harness/prereqs.sh is the one place that installs them (only what is missing).
+prereqs:
+	@bash $(HARNESS)/prereqs.sh test || $(call fail,prereqs: system packages)
+
+prereqs-%:
+	@bash $(HARNESS)/prereqs.sh $* || $(call fail,prereqs: system packages for $*)
+
+docker: prereqs-molecule
 
 image: docker
 	@bash $(HARNESS)/build-image.sh bookworm >/dev/null || $(call fail,build of $(IMAGE))
@@ -74,19 +86,20 @@ $(SANITY_ROOT): FORCE
 
 FORCE:
 
-sanity: venv $(SANITY_ROOT)
-	@$(call step,sanity: ansible-test sanity)
-	@cd $(SANITY_ROOT) && $(HARNESS)/ansible-test.sh sanity --venv --requirements --python 3.11 --color no \
-	  || $(call fail,sanity: ansible-test sanity)
+# sanity_guard.py fails the part when ansible-test skipped a test (a missing shellcheck, say).
+sanity: prereqs-sanity venv $(SANITY_ROOT)
+	@$(call step,sanity: ansible-test sanity (every test must run; skips fail))
+	@cd $(SANITY_ROOT) && python $(HARNESS)/sanity_guard.py $(HARNESS)/ansible-test.sh sanity --venv \
+	  --requirements --python 3.11 --color no || $(call fail,sanity: ansible-test sanity)
 
-unit: venv $(SANITY_ROOT)
+unit: prereqs-unit venv $(SANITY_ROOT)
 	@$(call step,unit: ansible-test units)
 	@cd $(SANITY_ROOT) && $(HARNESS)/ansible-test.sh units --venv --requirements --python 3.11 --color no \
 	  || $(call fail,unit: ansible-test units)
 	@$(call step,unit: harness self-tests)
 	@pytest -q -p no:cacheprovider -p no:asyncio tests/harness || $(call fail,unit: harness self-tests)
 	@if [ -d bot_app/tests ]; then \
-	  $(call step,unit: bot_app pytest); \
+	  $(call step,unit: bot_app pytest (real redis-server and mariadbd on private sockets; about a minute)); \
 	  cd bot_app && pytest -q -p no:cacheprovider || $(call fail,unit: bot_app pytest); fi
 
 # Playbooks end to end on loopback: the real bot service, fake IM/model providers that speak the
@@ -95,24 +108,23 @@ integration: collection
 	@$(call step,integration: playbooks on loopback)
 	@pytest -q -p no:cacheprovider -p no:asyncio tests/playbooks || $(call fail,integration)
 
+MOLECULE_JOBS ?= 2
 molecule: collection image
-	@$(call step,molecule: $(if $(SCENARIOS),$(SCENARIOS),all scenarios))
-	@python $(HARNESS)/run_molecule.py $(SCENARIOS) || $(call fail,molecule)
+	@$(call step,molecule: $(if $(SCENARIOS),$(SCENARIOS),all scenarios), $(MOLECULE_JOBS) at a time)
+	@python $(HARNESS)/run_molecule.py --jobs $(MOLECULE_JOBS) --summary $(ROOT)/.cache/molecule-summary.txt \
+	  $(SCENARIOS) || $(call fail,molecule)
 
 test:
 	@bash $(HARNESS)/test-all.sh
 
-demo: collection image
+demo: prereqs-demo collection image
 	@bash $(HARNESS)/demo.sh up "$(DEMO_NAME)" "$(IMAGE)" || $(call fail,demo)
 
 demo-destroy:
 	@bash $(HARNESS)/demo.sh destroy "$(DEMO_NAME)" "$(IMAGE)"
 
-bench: venv
+bench: prereqs-bench venv
 	@test -f bot_app/bench/run_bench.py || $(call fail,bench: bot_app/bench/run_bench.py missing)
-	@command -v wrk >/dev/null || { apt-get -o DPkg::Lock::Timeout=300 update -qq && \
-	  DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -qq wrk >/dev/null; } \
-	  || $(call fail,bench: install wrk)
 	@python bot_app/bench/run_bench.py || $(call fail,bench)
 
 build: venv

@@ -1,127 +1,158 @@
 #!/usr/bin/env python
-"""Run Molecule scenarios step by step, with the checks `molecule test` cannot express.
+"""Run Molecule scenarios: one `molecule test` per scenario, several at once, with a time table.
 
-The sequence per scenario is the one in .config/molecule/config.yml:
-destroy, syntax, create, prepare, check (fresh host), converge, idempotence,
-check (converged host; must report changed=0), verify, destroy (always).
+Each scenario runs the sequence in .config/molecule/config.yml in a single Molecule process:
+destroy, syntax, create, prepare, check (fresh host), converge, idempotence, check (converged host;
+failed here unless its recap says changed=0), verify, destroy (Molecule destroys on failure too).
 
-Usage: run_molecule.py [SCENARIO ...]   (all scenarios under molecule/ when none are named)
+The terminal gets one line per action as it ends; the whole output of each scenario goes to
+.cache/molecule-logs/<scenario>.log, and the output of a failed action is printed in full at the
+end. Scenarios run `--jobs` at a time (default 2): most of a scenario is spent waiting on the
+container (apt, systemd, services), so two of them share the two cores well.
+
+Usage: run_molecule.py [--jobs N] [SCENARIO ...]   (all scenarios under molecule/ when none are named)
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import re
 import subprocess
 import sys
+import threading
 import time
-from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
+from molecule_output import RunTranscript, action_label, is_noise
+
 ROOT = Path(__file__).resolve().parents[2]
-RECAP_LINE = re.compile(r"\S+\s*:\s*ok=\d+\s+changed=(?P<changed>\d+)\s+unreachable=\d+\s+failed=\d+")
-# Molecule's own `check` command recreates the instance; a check-mode converge keeps it.
-CHECK_MODE = ["converge", "--", "--check", "--diff"]
-PLAIN_ENV = {"NO_COLOR": "1", "ANSIBLE_NOCOLOR": "1", "PY_COLORS": "0", "COLUMNS": "200"}
+BASE_CONFIG = ROOT / ".config" / "molecule" / "config.yml"
+# Plain output for logs and CI; MOLECULE_GLOB names where the scenarios are, which also keeps
+# Molecule from suggesting that a collection move them to extensions/molecule.
+PLAIN_ENV = {"NO_COLOR": "1", "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0", "PY_COLORS": "0",
+             "COLUMNS": "200", "MOLECULE_GLOB": "molecule/*/molecule.yml"}
+FAILED_OUTPUT_LINES = 400
+_print_lock = threading.Lock()
+
+
+def say(text: str) -> None:
+    with _print_lock:
+        print(text, flush=True)
 
 
 @dataclass
 class ScenarioResult:
     name: str
-    steps: list[tuple[str, float, bool]] = field(default_factory=list)
-    failure: str | None = None
+    transcript: RunTranscript
+    seconds: float
+    failure: str | None
+    log_file: Path
 
 
 def discover_scenarios() -> list[str]:
     return sorted(p.parent.name for p in (ROOT / "molecule").glob("*/molecule.yml"))
 
 
-def run_step(scenario: str, action: list[str], log_dir: Path, label: str) -> tuple[bool, str]:
-    log_file = log_dir / f"{scenario}-{label}.log"
-    cmd = ["molecule", action[0], "-s", scenario, *action[1:]]
+def configured_sequence() -> list[str]:
+    return list(yaml.safe_load(BASE_CONFIG.read_text())["scenario"]["test_sequence"])
+
+
+def run_scenario(scenario: str, log_dir: Path, expected: list[str], width: int) -> ScenarioResult:
+    log_file = log_dir / f"{scenario}.log"
+    transcript = RunTranscript(scenario)
+    started = time.monotonic()
+    tag = f"[{scenario}]".ljust(width + 2)
+    say(f"{tag} molecule test (log: {log_file})")
+    cmd = ["molecule", "test", "-s", scenario]
     with log_file.open("w") as log:
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True, stdin=subprocess.DEVNULL, env={**os.environ, **PLAIN_ENV})
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                stdin=subprocess.DEVNULL, env={**os.environ, **PLAIN_ENV})
         assert proc.stdout is not None
-        output = []
         for line in proc.stdout:
-            output.append(line)
+            if is_noise(line):
+                continue
             log.write(line)
-            sys.stdout.write(f"[{scenario}:{label}] {line}")
+            done = transcript.feed(line, time.monotonic())
+            if done is not None:
+                say(f"{tag} {done.label:<16} {'ok' if done.ok else 'FAILED':<6} {done.seconds:5.0f}s")
         proc.wait()
-    return proc.returncode == 0, "".join(output)
+    now = time.monotonic()
+    transcript.finish(now)
+    for act in transcript.actions:
+        if act.outcome is None:
+            say(f"{tag} {act.label:<16} {'no result':<6} {act.seconds:5.0f}s")
+    failure = transcript.verdict(proc.returncode, expected)
+    say(f"{tag} {'PASS' if failure is None else 'FAIL: ' + failure} in {now - started:.0f}s")
+    return ScenarioResult(scenario, transcript, now - started, failure, log_file)
 
 
-def recap_changed(output: str) -> int | None:
-    matches = list(RECAP_LINE.finditer(output))
-    if not matches:
-        return None
-    return sum(int(m["changed"]) for m in matches)
+def time_table(results: list[ScenarioResult], labels: list[str]) -> list[str]:
+    width = max(len(r.name) for r in results)
+    widths = [max(len(lab), 5) for lab in labels]
+    rows = [f"  {'scenario':<{width}}  {'result':<6} {'total':>6}  "
+            + " ".join(f"{lab:>{w}}" for lab, w in zip(labels, widths, strict=True))]
+    for res in results:
+        by_label = {a.label: a for a in res.transcript.actions}
+        cells = []
+        for lab, w in zip(labels, widths, strict=True):
+            act = by_label.get(lab)
+            cell = "-" if act is None else f"{act.seconds:.0f}s" + ("" if act.ok else "!")
+            cells.append(f"{cell:>{w}}")
+        rows.append(f"  {res.name:<{width}}  {'PASS' if res.failure is None else 'FAIL':<6} "
+                    f"{res.seconds:5.0f}s  " + " ".join(cells))
+    return rows
 
 
-def run_scenario(scenario: str, log_dir: Path) -> ScenarioResult:
-    result = ScenarioResult(scenario)
-    plan = [
-        (["destroy"], "destroy"),
-        (["syntax"], "syntax"),
-        (["create"], "create"),
-        (["prepare"], "prepare"),
-        (CHECK_MODE, "check-fresh"),
-        (["converge"], "converge"),
-        (["idempotence"], "idempotence"),
-        (CHECK_MODE, "check-converged"),
-        (["verify"], "verify"),
-    ]
-    try:
-        for action, label in plan:
-            started = time.monotonic()
-            ok, output = run_step(scenario, action, log_dir, label)
-            if ok and label == "check-converged":
-                changed = recap_changed(output)
-                if changed is None:
-                    ok, result.failure = False, "check-converged: no PLAY RECAP found"
-                elif changed:
-                    ok = False
-                    result.failure = (f"check-converged: check mode on a converged host "
-                                      f"reported changed={changed} (must be 0)")
-            result.steps.append((label, time.monotonic() - started, ok))
-            if not ok:
-                result.failure = result.failure or f"{label} failed (log: {log_dir}/{scenario}-{label}.log)"
-                break
-    finally:
-        started = time.monotonic()
-        ok = run_step(scenario, ["destroy"], log_dir, "destroy-final")[0]
-        result.steps.append(("destroy", time.monotonic() - started, ok))
-        if not ok and result.failure is None:
-            result.failure = "final destroy failed"
-    return result
+def column_labels(expected: list[str]) -> list[str]:
+    return [action_label(name, expected[:n]) for n, name in enumerate(expected)]
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("scenarios", nargs="*")
+    parser.add_argument("--jobs", type=int, default=int(os.environ.get("MOLECULE_JOBS", "2")),
+                        help="scenarios run at once (default: $MOLECULE_JOBS or 2)")
     parser.add_argument("--log-dir", default=str(ROOT / ".cache" / "molecule-logs"))
+    parser.add_argument("--summary", help="also write the time table to this file")
     args = parser.parse_args()
 
-    scenarios = args.scenarios or discover_scenarios()
-    unknown = sorted(set(scenarios) - set(discover_scenarios()))
+    known = discover_scenarios()
+    scenarios = args.scenarios or known
+    unknown = sorted(set(scenarios) - set(known))
     if unknown:
         print(f"run_molecule: unknown scenario(s): {', '.join(unknown)}", file=sys.stderr)
         return 2
     log_dir = Path(args.log_dir)
     log_dir.mkdir(parents=True, exist_ok=True)
+    expected = configured_sequence()
 
-    results = [run_scenario(name, log_dir) for name in scenarios]
+    started = time.monotonic()
+    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        width = max(len(name) for name in scenarios)
+        results = list(pool.map(lambda name: run_scenario(name, log_dir, expected, width), scenarios))
+    wall = time.monotonic() - started
 
-    print("\nMolecule summary")
     for res in results:
-        steps = " ".join(f"{label}:{'ok' if ok else 'FAIL'}({secs:.0f}s)" for label, secs, ok in res.steps)
-        print(f"  {res.name}: {'PASS' if res.failure is None else 'FAIL'}  {steps}")
-        if res.failure:
-            print(f"    -> {res.failure}")
+        act = res.transcript.failed_action()
+        if res.failure is None:
+            continue
+        print(f"\n---- {res.name}: {res.failure}; output of {act.label if act else 'the run'} "
+              f"(last {FAILED_OUTPUT_LINES} lines; whole run in {res.log_file}) ----")
+        lines = act.lines if act is not None else res.log_file.read_text().splitlines(keepends=True)
+        sys.stdout.write("".join(lines[-FAILED_OUTPUT_LINES:]))
+
     failed = [r.name for r in results if r.failure]
-    print(f"molecule: {len(results) - len(failed)} passed, {len(failed)} failed")
+    table = [f"Molecule: {len(results) - len(failed)} passed, {len(failed)} failed, "
+             f"{wall:.0f}s wall clock with {args.jobs} at a time (seconds per action; ! = failed)",
+             *time_table(results, column_labels(expected))]
+    table += [f"  {r.name}: {r.failure}" for r in results if r.failure]
+    print("\n" + "\n".join(table))
+    if args.summary:
+        Path(args.summary).write_text("\n".join(table) + "\n")
     return 1 if failed else 0
 
 
