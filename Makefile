@@ -64,13 +64,15 @@ docker: prereqs-molecule
 image: docker
 	@bash $(HARNESS)/build-image.sh bookworm >/dev/null || $(call fail,build of $(IMAGE))
 
-lint: collection
+lint: prereqs-sanity collection
 	@$(call step,lint: yamllint)
 	@yamllint --strict . || $(call fail,lint: yamllint)
 	@$(call step,lint: ansible-lint (production profile))
 	@ansible-lint --offline || $(call fail,lint: ansible-lint)
 	@$(call step,lint: ruff)
 	@ruff check . || $(call fail,lint: ruff)
+	@$(call step,lint: shellcheck (scripts without .sh; ansible-test checks the .sh files))
+	@shellcheck .ci/run || $(call fail,lint: shellcheck)
 	@$(call step,lint: antsibull-changelog)
 	@antsibull-changelog lint || $(call fail,lint: antsibull-changelog lint)
 

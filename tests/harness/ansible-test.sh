@@ -23,6 +23,9 @@ cp "$here/get_pip_offline.py" "$home/.ansible/test/cache/get_pip_${pip_version//
   if [ -n "${PIP_INDEX_URL:-}" ]; then echo "index-url = $PIP_INDEX_URL"; fi
   if [ -n "${PIP_EXTRA_INDEX_URL:-}" ]; then echo "extra-index-url = $PIP_EXTRA_INDEX_URL"; fi
   echo "disable-pip-version-check = true"
+  # ansible-test installs each test's requirements into a venv of its own; keep its log to errors.
+  echo "progress-bar = off"
+  echo "quiet = 1"
 } >"$home/.config/pip/pip.conf"
 
 HOME="$home" exec ansible-test "$@"
