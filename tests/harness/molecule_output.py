@@ -22,6 +22,15 @@ RECAP_LINE = re.compile(r"\S+\s*:\s*ok=\d+\s+changed=(?P<changed>\d+)\s+unreacha
 NOISE = (re.compile(r"^CRITICAL\s+'molecule/default/molecule\.yml' glob failed\.\s+Exiting\.\s*$"),)
 
 
+# Molecule 26 colours the result line of a failed action even with NO_COLOR set (logger.py writes
+# the escape codes itself on that path); every other line honours NO_COLOR. Strip what gets through.
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def plain(line: str) -> str:
+    return ANSI_ESCAPE.sub("", line)
+
+
 def is_noise(line: str) -> bool:
     return any(p.match(line) for p in NOISE)
 
@@ -121,3 +130,6 @@ class RunTranscript:
 
     def failed_action(self) -> Action | None:
         return next((a for a in self.actions if not a.ok), None)
+
+    def action(self, label: str) -> Action | None:
+        return next((a for a in self.actions if a.label == label), None)

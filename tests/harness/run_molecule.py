@@ -27,7 +27,7 @@ from pathlib import Path
 
 import yaml
 
-from molecule_output import RunTranscript, action_label, is_noise
+from molecule_output import RunTranscript, action_label, is_noise, plain
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE_CONFIG = ROOT / ".config" / "molecule" / "config.yml"
@@ -72,7 +72,8 @@ def run_scenario(scenario: str, log_dir: Path, expected: list[str], width: int) 
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 stdin=subprocess.DEVNULL, env={**os.environ, **PLAIN_ENV})
         assert proc.stdout is not None
-        for line in proc.stdout:
+        for raw in proc.stdout:
+            line = plain(raw)
             if is_noise(line):
                 continue
             log.write(line)
@@ -137,9 +138,9 @@ def main() -> int:
     wall = time.monotonic() - started
 
     for res in results:
-        act = res.transcript.failed_action()
         if res.failure is None:
             continue
+        act = res.transcript.failed_action() or res.transcript.action(res.failure.split(":")[0])
         print(f"\n---- {res.name}: {res.failure}; output of {act.label if act else 'the run'} "
               f"(last {FAILED_OUTPUT_LINES} lines; whole run in {res.log_file}) ----")
         lines = act.lines if act is not None else res.log_file.read_text().splitlines(keepends=True)

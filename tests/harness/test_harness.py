@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from molecule_output import RunTranscript, is_noise, recap_changed
+from molecule_output import RunTranscript, is_noise, plain, recap_changed
 from run_molecule import column_labels, configured_sequence
 from sanity_guard import skipped_tests
 
@@ -128,6 +128,14 @@ def test_transcript_names_the_failed_action_not_the_destroy_after_it() -> None:
     assert transcript.verdict(1, SEQUENCE) == "converge failed"
     failed = transcript.failed_action()
     assert failed is not None and "fatal: [h]: FAILED! => {}\n" in failed.lines
+
+
+def test_transcript_reads_the_failed_result_line_molecule_colours_anyway() -> None:
+    lines = _molecule_run("web", [("destroy", "", "Successful"), ("converge", "", "")])
+    lines.append(plain("ERROR    [web > converge] \x1b[31mExecuted: Failed\x1b[0m\n"))
+    transcript = _transcript("web", lines)
+    assert transcript.actions[-1].outcome == "Failed"
+    assert transcript.verdict(1, SEQUENCE) == "converge failed"
 
 
 def test_transcript_blames_the_running_action_when_molecule_dies_without_a_result() -> None:
