@@ -13,6 +13,15 @@ export PATH := $(BIN):$(PATH)
 export ANSIBLE_CONFIG := $(ROOT)/ansible.cfg
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
+# Plain output (no ANSI colours) when it goes to a file or a CI log. $(shell) captures stdout but
+# not stderr, so this asks whether make's stderr is a terminal.
+ifeq ($(shell [ -t 2 ] && echo tty),)
+export NO_COLOR := 1
+export ANSIBLE_NOCOLOR := 1
+export ANSIBLE_FORCE_COLOR := 0
+export PY_COLORS := 0
+endif
+
 COLLECTION_LINK := $(ROOT)/.collections/ansible_collections/clawbot/stack
 SANITY_ROOT := $(ROOT)/build/sanity/ansible_collections/clawbot/stack
 HARNESS := $(ROOT)/tests/harness
