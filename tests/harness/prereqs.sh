@@ -30,7 +30,7 @@ groups_for() {
     demo | molecule) echo "base containers" ;;
     unit) echo "base stores" ;;
     sanity) echo "base sanity" ;;
-    bench) echo "base stores bench" ;;
+    bench) echo "base bench" ;;
     *) echo "prereqs: unknown purpose '$1' ($PURPOSES, list)" >&2; return 2 ;;
   esac
 }
