@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
+import re
 import time
 from typing import Any
 
@@ -14,6 +14,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from clawbot_app import __version__
 from clawbot_app.errors import MalformedJson, NoProviderError, ValidationFailed
+from clawbot_app.jsonbody import JsonBodyError, loads_object
 from clawbot_app.services import Services
 
 log = logging.getLogger("clawbot_app.api")
@@ -63,48 +64,57 @@ def _bearer(request: Request, body: dict[str, Any]) -> str | None:
     return token if isinstance(token, str) and token else None
 
 
-def _optional_str(body: dict[str, Any], key: str, max_len: int = 128) -> str | None:
+ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}")
+"""``session_id`` and ``user_id``: printable ASCII that is safe in a header, a key and a log."""
+
+
+def _optional_id(body: dict[str, Any], key: str) -> str | None:
     value = body.get(key)
     if value is None:
         return None
-    if not isinstance(value, str) or not value or len(value) > max_len:
-        raise ValidationFailed(f"'{key}' must be a non-empty string of at most {max_len} chars")
+    if not isinstance(value, str) or not ID_PATTERN.fullmatch(value):
+        raise ValidationFailed(
+            f"'{key}' must be 1-128 characters of A-Z a-z 0-9 . _ : @ - "
+            "(starting with a letter or digit)")
     return value
 
 
 async def chat(request: Request) -> Response:
     s = _services(request)
+    settings = s.settings  # one snapshot per request: a SIGHUP may swap s.settings meanwhile
     raw = await request.body()
     try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise MalformedJson("request body is not valid JSON") from None
-    if not isinstance(body, dict):
-        raise MalformedJson("request body must be a JSON object")
-    settings = s.settings
+        body = loads_object(raw)
+    except JsonBodyError as exc:
+        raise MalformedJson(str(exc)) from None
     if not settings.models.providers or not settings.default_provider:
         raise NoProviderError("no model provider is configured")
     rec = await s.tokens.authenticate(_bearer(request, body))
     await s.rate_limiter.check(rec.tenant_id)
     message = body.get("message")
-    s.chat.validate(message, s.settings)
-    session_id = _optional_str(body, "session_id")
-    user_id = _optional_str(body, "user_id") or rec.user_id
+    s.chat.validate(message, settings)
+    session_id = _optional_id(body, "session_id")
+    # A session belongs to the token's tenant and user: its context is looked up under them
+    # only. `user_id` in the body labels the end user the token acts for in the conversation
+    # log; it never selects whose context is used (see bot_app/README.md, "Sessions").
+    end_user = _optional_id(body, "user_id")
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
         raise ValidationFailed("'stream' must be a boolean")
-    if s.settings.logging.include_content:
+    if settings.logging.include_content:
         log.info("chat request", extra={"ecs": {"message.content": message,
-                                                "user.id": user_id}})
+                                                "user.id": end_user or rec.user_id}})
     if stream:
-        cs = await s.chat.stream(tenant_id=rec.tenant_id, user_id=user_id,
-                                 session_id=session_id, message=message, path=request.url.path)
+        cs = await s.chat.stream(tenant_id=rec.tenant_id, user_id=rec.user_id,
+                                 session_id=session_id, message=message, path=request.url.path,
+                                 end_user=end_user)
         return StreamingResponse(cs.events, media_type="text/event-stream", headers={
             "Cache-Control": "no-cache", "X-Accel-Buffering": "no",
             "X-Session-Id": cs.session_id, "X-Model": cs.model})
-    result = await s.chat.reply(tenant_id=rec.tenant_id, user_id=user_id,
-                                session_id=session_id, message=message, path=request.url.path)
-    if s.settings.logging.include_content:
+    result = await s.chat.reply(tenant_id=rec.tenant_id, user_id=rec.user_id,
+                                session_id=session_id, message=message, path=request.url.path,
+                                end_user=end_user)
+    if settings.logging.include_content:
         log.info("chat reply", extra={"ecs": {"reply.content": result.reply}})
     return JSONResponse({"reply": result.reply, "session_id": result.session_id,
                          "model": result.model})

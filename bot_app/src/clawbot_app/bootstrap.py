@@ -15,6 +15,7 @@ from clawbot_app.config import Settings
 from clawbot_app.crypto import Keyring
 from clawbot_app.db import migrate
 from clawbot_app.db.engine import Database
+from clawbot_app.dedupe import make_dedupe
 from clawbot_app.logwriter import ConversationWriter
 from clawbot_app.metrics import Metrics
 from clawbot_app.providers import ProviderClient, ShardedClient
@@ -49,7 +50,8 @@ async def build_services(settings: Settings) -> Services:
     chat = ChatService(settings, store, db, keyring, writer, ProviderClient(model_pool, metrics),
                        metrics)
     services = Services(
-        settings=settings, http=http, db=db, store=store, metrics=metrics, keyring=keyring,
+        settings=settings, http=http, db=db, store=store,
+        dedupe=make_dedupe(settings.storage.redis_url, store, db), metrics=metrics, keyring=keyring,
         writer=writer, tokens=TokenService(settings, db),
         rate_limiter=RateLimiter(settings, store, db, metrics), chat=chat,
         started_at=time.time(), access_log=AccessLog(settings.logging))

@@ -133,6 +133,7 @@ class ChatService:
     async def _finish(self, settings: Settings, tenant_id: str, user_id: str, sid: str,
                       key: str, is_new: bool, message: str, reply: str, model: str,
                       latency_ms: int) -> None:
+        """Store the turns under the owner's key; ``user_id`` is who the log rows name."""
         ttl = settings.session.ttl_seconds
         turns = [{"role": "user", "content": message}, {"role": "assistant", "content": reply}]
         max_items = 2 * settings.session.max_turns
@@ -154,7 +155,9 @@ class ChatService:
 
     # -- public API ----------------------------------------------------------------------
     async def reply(self, *, tenant_id: str, user_id: str, session_id: str | None,
-                    message: str, path: str = "") -> ChatResult:
+                    message: str, path: str = "", end_user: str | None = None) -> ChatResult:
+        """``user_id`` owns the session (its context is looked up under tenant and user only);
+        ``end_user`` labels the log rows when the caller acts for someone else."""
         settings = self.settings  # snapshot: a SIGHUP reload never changes a running request
         candidates, sid, key, messages, is_new = await self._prepare(
             settings, tenant_id, user_id, session_id, message, path)
@@ -162,13 +165,13 @@ class ChatService:
         result = await _first_answer(candidates, lambda name: self.providers.complete(
             name, settings.models.providers[name], messages))
         latency_ms = int((time.perf_counter() - started) * 1000)
-        await self._finish(settings, tenant_id, user_id, sid, key, is_new, message,
+        await self._finish(settings, tenant_id, end_user or user_id, sid, key, is_new, message,
                            result.text, result.model, latency_ms)
         return ChatResult(reply=result.text, model=result.model, session_id=sid,
                           provider=result.provider)
 
     async def stream(self, *, tenant_id: str, user_id: str, session_id: str | None,
-                     message: str, path: str = "") -> ChatStream:
+                     message: str, path: str = "", end_user: str | None = None) -> ChatStream:
         """Open the upstream stream (fallback applies until the first byte)."""
         settings = self.settings
         candidates, sid, key, messages, is_new = await self._prepare(
@@ -193,8 +196,8 @@ class ChatService:
                 yield f"event: error\ndata: {json.dumps(err)}\n\n".encode()
             if ok:
                 latency_ms = int((time.perf_counter() - started) * 1000)
-                await self._finish(settings, tenant_id, user_id, sid, key, is_new, message,
-                                   "".join(parts), upstream.model, latency_ms)
+                await self._finish(settings, tenant_id, end_user or user_id, sid, key, is_new,
+                                   message, "".join(parts), upstream.model, latency_ms)
 
         return ChatStream(session_id=sid, model=upstream.model, provider=upstream.provider,
                           events=events())

@@ -20,8 +20,9 @@ Contract for the IM callbacks (``clawbot_app.im``)
   Raises subclasses of :class:`clawbot_app.errors.ApiError` (``.status``, ``.code``,
   ``.message``): ``NoProviderError`` (503), ``UpstreamError`` (502), ``UpstreamTimeout`` (504),
   ``ValidationFailed`` (422, message empty/too long).
-* ``services.store.mark_seen(key, ttl_seconds) -> bool`` -- True the first time ``key`` is seen
-  within the TTL (Redis ``SET NX EX`` when Redis is configured, in-process TTL dict otherwise).
+* ``services.dedupe.mark_seen(key, ttl_seconds) -> bool`` -- True the first time ``key`` is seen
+  within the TTL (Redis ``SET NX EX`` when Redis is configured, the ``im_dedupe`` table of the
+  service's database otherwise), so replays stay replays after a restart.
 * ``services.metrics.callback_verification_failures`` -- prometheus ``Counter`` with label
   ``platform`` (``.labels(platform="feishu").inc()``).
 * ``services.spawn(coro)`` -- run after-response background work; the task is tracked, its
@@ -44,6 +45,7 @@ from clawbot_app.chat import ChatService
 from clawbot_app.config import Settings
 from clawbot_app.crypto import Keyring
 from clawbot_app.db.engine import Database
+from clawbot_app.dedupe import Dedupe
 from clawbot_app.logwriter import ConversationWriter
 from clawbot_app.metrics import Metrics
 from clawbot_app.ratelimit import RateLimiter
@@ -58,6 +60,7 @@ class Services:
     http: httpx.AsyncClient
     db: Database
     store: Store
+    dedupe: Dedupe
     metrics: Metrics
     keyring: Keyring
     writer: ConversationWriter

@@ -75,6 +75,7 @@ class TestServices:
     http: httpx.AsyncClient
     chat: FakeChat = field(default_factory=FakeChat)
     store: InProcessStore = field(default_factory=InProcessStore)
+    dedupe: Any = None  # None: the in-process store; a test may put a real one here
     metrics: Metrics = field(default_factory=Metrics)
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 

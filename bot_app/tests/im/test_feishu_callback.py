@@ -61,9 +61,22 @@ async def test_url_verification_wrong_token(harness, encrypted):
     headers, body = encode_feishu_payload(
         payload, encrypt_key=FS_ENCRYPT_KEY if encrypted else "")
     resp = await _post(harness, headers, body)
+    if encrypted:  # signed: past the signature every failure is the same answer
+        assert resp.status_code == 400
+        assert resp.json()["error"]["code"] == "invalid_event"
+    else:  # unsigned while an Encrypt Key is set: only a valid encrypted URL check passes
+        assert resp.status_code == 401
+        assert resp.json()["error"]["code"] == "invalid_signature"
+    assert harness.services.failures("feishu") == 1
+
+
+@pytest.mark.parametrize("settings_overrides", [PLAIN])
+async def test_plain_url_verification_wrong_token(harness):
+    payload = {"challenge": "c", "token": "wrong-token", "type": "url_verification"}
+    headers, body = encode_feishu_payload(payload)
+    resp = await _post(harness, headers, body)
     assert resp.status_code == 401
     assert resp.json()["error"]["code"] == "invalid_token"
-    assert harness.services.failures("feishu") == 1
 
 
 async def test_url_verification_forged_signature(harness):
@@ -165,6 +178,15 @@ async def test_wrong_verification_token_in_event(harness):
     payload = feishu_message_event(text="x", verification_token="bad", app_id=FS_APP_ID)
     headers, body = encode_feishu_payload(payload, encrypt_key=FS_ENCRYPT_KEY)
     resp = await _post(harness, headers, body)
+    assert resp.status_code == 400
+    assert resp.json()["error"]["code"] == "invalid_event"
+
+
+@pytest.mark.parametrize("settings_overrides", [PLAIN])
+async def test_wrong_verification_token_in_plain_event(harness):
+    payload = feishu_message_event(text="x", verification_token="bad", app_id=FS_APP_ID)
+    headers, body = encode_feishu_payload(payload)
+    resp = await _post(harness, headers, body)
     assert resp.status_code == 401
     assert resp.json()["error"]["code"] == "invalid_token"
 
@@ -174,7 +196,7 @@ async def test_event_for_another_app(harness):
                                    app_id="cli_other")
     headers, body = encode_feishu_payload(payload, encrypt_key=FS_ENCRYPT_KEY)
     resp = await _post(harness, headers, body)
-    assert resp.status_code == 403
+    assert resp.status_code == 400 and resp.json()["error"]["code"] == "invalid_event"
     assert harness.services.failures("feishu") == 1
 
 
@@ -183,11 +205,19 @@ async def test_undecryptable_body(harness):
     headers = feishu_crypto.signed_headers(FS_ENCRYPT_KEY, body)
     resp = await _post(harness, headers, body)
     assert resp.status_code == 400
-    assert resp.json()["error"]["code"] == "decrypt_failed"
+    assert resp.json()["error"]["code"] == "invalid_event"
 
 
 @pytest.mark.parametrize("raw", [b"{bad json", b"[1, 2]", b""])
-async def test_malformed_json(harness, raw):
+async def test_malformed_json_unsigned_is_refused_before_parsing(harness, raw):
+    resp = await _post(harness, {}, raw)
+    assert resp.status_code == 401
+    assert resp.json()["error"]["code"] == "invalid_signature"
+
+
+@pytest.mark.parametrize("settings_overrides", [PLAIN])
+@pytest.mark.parametrize("raw", [b"{bad json", b"[1, 2]", b"", b"[" * 5000, b'{"a": "\\ud800"}'])
+async def test_malformed_json_plain(harness, raw):
     resp = await _post(harness, {}, raw)
     assert resp.status_code == 400
     assert resp.json()["error"]["code"] == "malformed_json"

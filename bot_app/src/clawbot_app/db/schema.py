@@ -71,3 +71,11 @@ audit_log = sa.Table(
     sa.Column("target", sa.String(255), nullable=True),
     sa.Column("detail", sa.Text, nullable=True),
 )
+
+im_dedupe = sa.Table(
+    "im_dedupe",
+    metadata,
+    sa.Column("key_hash", sa.String(64), primary_key=True),
+    sa.Column("expires_at", Timestamp, nullable=False),
+    sa.Index("ix_im_dedupe_expires_at", "expires_at"),
+)

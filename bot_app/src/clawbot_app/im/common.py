@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import inspect
-import json
 import logging
 from collections.abc import Coroutine
 from typing import Any
@@ -13,7 +13,11 @@ from pydantic import SecretStr
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from clawbot_app.jsonbody import JsonBodyError, loads_object
+from clawbot_app.logthrottle import LogThrottle
+
 log = logging.getLogger("clawbot_app.im")
+_rejections = LogThrottle(log)
 
 DEFAULT_MAX_BODY_BYTES = 65536
 DEDUPE_TTL_SECONDS = 12 * 60 * 60
@@ -31,6 +35,7 @@ class CallbackError(Exception):
         self.code = code
         self.message = message
         self.verification = verification
+        self.reason = message
 
 
 def error_response(status: int, code: str, message: str) -> JSONResponse:
@@ -43,6 +48,18 @@ def not_configured(platform: str) -> CallbackError:
 
 def auth_failure(status: int, code: str, message: str) -> CallbackError:
     return CallbackError(status, code, message, verification=True)
+
+
+def rejected_after_auth(reason: str) -> CallbackError:
+    """The one answer for every failure after a request's signature was verified.
+
+    Whatever went wrong past that point (decryption, padding, framing, JSON, token, app id,
+    owner key, a replayed signature), the client sees the same status, code and message, so no
+    answer tells an attacker anything about the plaintext. ``reason`` goes to the log only.
+    """
+    exc = CallbackError(400, "invalid_event", "event rejected", verification=True)
+    exc.reason = reason
+    return exc
 
 
 def secret_value(value: Any) -> str:
@@ -84,13 +101,16 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 def parse_json_object(raw: bytes | str) -> dict[str, Any]:
+    """A JSON object under ``clawbot_app.jsonbody``'s rules (depth, valid Unicode), else 400."""
     try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise CallbackError(400, "malformed_json", "body is not valid JSON") from None
-    if not isinstance(data, dict):
-        raise CallbackError(400, "malformed_json", "body must be a JSON object")
-    return data
+        return loads_object(raw)
+    except JsonBodyError as exc:
+        raise CallbackError(400, "malformed_json", str(exc)) from None
+
+
+def body_digest(raw: bytes) -> str:
+    """Dedupe key for a message without a platform id: SHA-256 of the exact body bytes."""
+    return hashlib.sha256(raw).hexdigest()
 
 
 def count_verification_failure(services: Any, platform: str) -> None:
@@ -107,21 +127,29 @@ def count_verification_failure(services: Any, platform: str) -> None:
 def handle_error(
     services: Any, platform: str, request: Request, exc: CallbackError
 ) -> JSONResponse:
-    """Log (no secrets, no content), count verification failures, build the JSON error."""
+    """Log (no secrets, no content), count verification failures, build the JSON error.
+
+    The counter is exact; the log line is throttled per platform, status and reason
+    (``LogThrottle``), so a flood of forged requests writes one line per kind every 10 s.
+    """
     client = request.client.host if request.client else "-"
     if exc.verification:
         count_verification_failure(services, platform)
-        log.warning(
+        _rejections.log(
+            logging.WARNING,
+            f"{platform}:{exc.status}:{exc.reason}",
             "%s callback rejected: status=%s code=%s reason=%s client=%s path=%s",
             platform,
             exc.status,
             exc.code,
-            exc.message,
+            exc.reason,
             client,
             request.url.path,
         )
     else:
-        log.info(
+        _rejections.log(
+            logging.INFO,
+            f"{platform}:{exc.status}:{exc.code}",
             "%s callback refused: status=%s code=%s client=%s path=%s",
             platform,
             exc.status,
@@ -132,18 +160,28 @@ def handle_error(
     return error_response(exc.status, exc.code, exc.message)
 
 
-async def mark_seen(services: Any, key: str, ttl_seconds: int = DEDUPE_TTL_SECONDS) -> bool:
-    """``store.mark_seen`` (sync or async); True the first time. Fails open (True) on errors."""
-    store = getattr(services, "store", None)
-    if store is None:
+async def mark_seen(
+    services: Any, key: str, ttl_seconds: int = DEDUPE_TTL_SECONDS, *, fail_open: bool = True
+) -> bool:
+    """True the first time ``key`` is seen within ``ttl_seconds``.
+
+    When the store fails: ``fail_open`` (messages) processes the event anyway rather than drop
+    it; ``fail_open=False`` (single-use signatures) refuses it rather than accept a replay.
+
+    ``services.dedupe`` keeps the keys where they survive a restart: Redis when configured,
+    the database otherwise (the embedded default).
+    """
+    dedupe = getattr(services, "dedupe", None) or getattr(services, "store", None)
+    if dedupe is None:
         return True
     try:
-        result = store.mark_seen(key, ttl_seconds)
+        result = dedupe.mark_seen(key, ttl_seconds)
         if inspect.isawaitable(result):
             result = await result
-    except Exception:  # noqa: BLE001 - a broken dedupe store must not drop messages
-        log.warning("dedupe store failed; processing event anyway", exc_info=True)
-        return True
+    except Exception:  # noqa: BLE001 - decided by fail_open, logged
+        log.warning("dedupe store failed; %s", "processing event anyway" if fail_open
+                    else "refusing the request", exc_info=True)
+        return fail_open
     return bool(result)
 
 

@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +20,7 @@ from clawbot_app.im import dingtalk_api
 from clawbot_app.im.common import (
     CallbackError,
     auth_failure,
+    body_digest,
     chat_error_text,
     get_services,
     handle_error,
@@ -29,10 +29,12 @@ from clawbot_app.im.common import (
     not_configured,
     parse_json_object,
     read_body,
+    rejected_after_auth,
     secret_value,
     spawn,
 )
 from clawbot_app.im.dingtalk_crypto import (
+    SIGN_WINDOW_MS,
     DingTalkCryptoError,
     DingTalkEventCrypto,
     OwnerKeyMismatch,
@@ -44,6 +46,9 @@ from clawbot_app.im.dingtalk_crypto import (
 
 PLATFORM = "dingtalk"
 log = logging.getLogger("clawbot_app.im.dingtalk")
+
+SIGN_PAIR_TTL_SECONDS = 2 * SIGN_WINDOW_MS // 1000 + 60
+"""A timestamp is accepted within the window either side of now: remember a used pair longer."""
 
 
 @dataclass(frozen=True)
@@ -127,22 +132,39 @@ async def answer_robot_message(services: Any, msg: RobotMessage) -> None:
 
 
 async def _robot_callback(request: Request, services: Any, cfg: Any, raw: bytes) -> Response:
+    """Robot message: sign, then single use of the sign, then the body, then dedupe.
+
+    The sign covers only the timestamp, so a captured ``timestamp``/``sign`` pair would carry
+    any body for an hour: each pair is accepted once within its validity window (kept in Redis
+    or the database). Two messages signed in the same millisecond would share a pair; the second
+    is refused like a replay (DingTalk signs per request, so this is its millisecond clock).
+    """
     app_secret = secret_value(getattr(cfg, "app_secret", None))
     if not app_secret:
         raise not_configured(PLATFORM)
+    timestamp, sign = request.headers.get("timestamp"), request.headers.get("sign")
     try:
-        verify_robot_sign(request.headers.get("timestamp"), request.headers.get("sign"), app_secret)
+        verify_robot_sign(timestamp, sign, app_secret)
     except StaleTimestamp as exc:
         raise auth_failure(401, "stale_timestamp", str(exc)) from None
     except SignatureMismatch as exc:
         raise auth_failure(401, "invalid_signature", str(exc)) from None
-    body = parse_json_object(raw)
+    pair = body_digest(f"{timestamp}\n{sign}".encode())
+    if not await mark_seen(services, f"im:dingtalk:sign:{pair}", SIGN_PAIR_TTL_SECONDS,
+                           fail_open=False):
+        raise rejected_after_auth("timestamp/sign pair already used (replay)")
+    try:
+        body = parse_json_object(raw)
+    except CallbackError as exc:
+        raise rejected_after_auth(exc.reason) from None
     msg = parse_robot_message(body, request.url.path)
     if msg is None:
-        log.info("dingtalk robot callback ignored: msgtype=%s", body.get("msgtype"))
+        log.info("dingtalk robot callback ignored: msgtype=%s", str(body.get("msgtype"))[:32])
         return JSONResponse({})
-    if msg.msg_id and not await mark_seen(services, f"im:dingtalk:msg:{msg.msg_id}"):
-        log.info("dingtalk duplicate message ignored: msg_id=%s", msg.msg_id)
+    # DingTalk's msgId where there is one; the exact body otherwise (a resent message).
+    dedupe_key = f"msg:{msg.msg_id}" if msg.msg_id else f"body:{body_digest(raw)}"
+    if not await mark_seen(services, f"im:dingtalk:{dedupe_key}"):
+        log.info("dingtalk duplicate message ignored: msg_id=%s", msg.msg_id or "-")
         return JSONResponse({})
     spawn(services, answer_robot_message(services, msg))
     return JSONResponse({})
@@ -161,7 +183,11 @@ def event_crypto(cfg: Any) -> DingTalkEventCrypto:
         raise not_configured(PLATFORM) from None
 
 
-async def _event_push(request: Request, cfg: Any, raw: bytes) -> Response:
+async def _event_push(request: Request, services: Any, cfg: Any, raw: bytes) -> Response:
+    """Encrypted event push. The signature covers the ``encrypt`` string, not the raw body, so
+    the body is parsed first (``parse_json_object``: bounded depth, valid Unicode, nothing else
+    is read from it); nothing is decrypted before the signature and the timestamp passed, and
+    every failure after that is the one ``rejected_after_auth`` answer."""
     crypto = event_crypto(cfg)
     q = request.query_params
     signature = q.get("msg_signature") or q.get("signature")
@@ -174,21 +200,24 @@ async def _event_push(request: Request, cfg: Any, raw: bytes) -> Response:
     try:
         crypto.verify_signature(signature, timestamp, nonce, encrypt)
         check_timestamp_ms(timestamp)
-        plaintext = crypto.decrypt(encrypt)
     except SignatureMismatch as exc:
         raise auth_failure(401, "invalid_signature", str(exc)) from None
     except StaleTimestamp as exc:
         raise auth_failure(401, "stale_timestamp", str(exc)) from None
-    except OwnerKeyMismatch as exc:
-        raise auth_failure(403, "owner_key_mismatch", str(exc)) from None
-    except DingTalkCryptoError:
-        raise auth_failure(400, "decrypt_failed", "cannot decrypt event") from None
     try:
-        event = json.loads(plaintext)
-    except ValueError:
-        event = {}
-    event_type = event.get("EventType") if isinstance(event, dict) else None
-    log.info("dingtalk event received: type=%s", event_type)
+        plaintext = crypto.decrypt(encrypt)
+        event = parse_json_object(plaintext)
+    except OwnerKeyMismatch:
+        raise rejected_after_auth("owner key mismatch") from None
+    except DingTalkCryptoError:
+        raise rejected_after_auth("cannot decrypt event") from None
+    except CallbackError as exc:
+        raise rejected_after_auth(exc.reason) from None
+    event_type = str(event.get("EventType"))[:64]
+    if await mark_seen(services, f"im:dingtalk:event:{body_digest(encrypt.encode())}"):
+        log.info("dingtalk event received: type=%s", event_type)
+    else:
+        log.info("dingtalk duplicate event ignored: type=%s", event_type)
     return JSONResponse(crypto.encrypted_reply("success"))
 
 
@@ -202,7 +231,7 @@ async def dingtalk_callback(request: Request) -> Response:
         raw = await read_body(request, max_body_bytes(settings))
         q = request.query_params
         if "msg_signature" in q or "signature" in q:
-            return await _event_push(request, cfg, raw)
+            return await _event_push(request, services, cfg, raw)
         return await _robot_callback(request, services, cfg, raw)
     except CallbackError as exc:
         return handle_error(services, PLATFORM, request, exc)

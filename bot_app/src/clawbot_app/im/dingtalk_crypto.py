@@ -17,6 +17,7 @@ import binascii
 import hashlib
 import hmac
 import os
+import re
 import secrets
 import string
 import struct
@@ -71,13 +72,19 @@ def robot_sign(timestamp: str, app_secret: str) -> str:
     return base64.b64encode(mac).decode("ascii")
 
 
+_TIMESTAMP_MS = re.compile(r"[0-9]{1,15}")
+"""ASCII digits only (``str.isdigit`` also takes "²" and other digits ``int`` refuses), and no
+more than a millisecond timestamp needs (15 digits reach the year 33658)."""
+
+
 def check_timestamp_ms(
     timestamp: str | None, *, now: int | None = None, window_ms: int = SIGN_WINDOW_MS
 ) -> int:
     """Parse a millisecond timestamp and ensure it is within ``window_ms`` of ``now``."""
-    if not timestamp or not timestamp.strip().isdigit():
+    value = timestamp.strip() if timestamp else ""
+    if not _TIMESTAMP_MS.fullmatch(value):
         raise StaleTimestamp("missing or malformed timestamp")
-    ts = int(timestamp.strip())
+    ts = int(value)
     current = now_ms() if now is None else now
     if abs(current - ts) > window_ms:
         raise StaleTimestamp("timestamp outside the allowed window")

@@ -2,15 +2,18 @@
 
 Order of checks for every request:
 
-1. body size limit, JSON object (else 413/400);
-2. when an Encrypt Key is configured and ``X-Lark-Signature`` is present, the signature over the
-   raw body bytes must match (401); ``{"encrypt": ...}`` bodies are decrypted;
+1. body size limit (413);
+2. with an Encrypt Key configured: ``X-Lark-Signature`` over the raw body bytes is required and
+   checked before anything is parsed or decrypted (401). Every failure after that point
+   (decryption, padding, JSON, token, app id) gets one answer, ``400 invalid_event`` (see
+   ``rejected_after_auth``): no padding or parsing oracle. Without an Encrypt Key, encrypted
+   bodies are refused (503) and the verification token authenticates plain bodies;
 3. ``url_verification`` → ``{"challenge": ...}`` once the verification token matches (or, with
-   no token configured, once the body was authenticated by signature/decryption);
-4. events: with an Encrypt Key the signature is mandatory; with a verification token the token
-   (``header.token`` for schema 2.0, ``token`` for 1.0) must match; ``header.app_id`` must be
-   ours when both are known (403);
-5. dedupe on ``header.event_id``/``uuid`` (duplicates answered 200 without processing);
+   no token configured, once the signature did);
+4. events: with a verification token the token (``header.token`` for schema 2.0, ``token`` for
+   1.0) must match; ``header.app_id`` must be ours when both are known;
+5. dedupe on ``header.event_id``/``uuid`` (duplicates answered 200 without processing), kept in
+   Redis or the database so it survives a restart;
 6. ``im.message.receive_v1`` (and schema 1.0 ``message``) acknowledged at once; the chat call and
    the reply run in the background.
 """
@@ -42,10 +45,12 @@ from clawbot_app.im.common import (
     not_configured,
     parse_json_object,
     read_body,
+    rejected_after_auth,
     secret_value,
     spawn,
 )
 from clawbot_app.im.state import get_state
+from clawbot_app.jsonbody import loads_object
 
 PLATFORM = "feishu"
 log = logging.getLogger("clawbot_app.im.feishu")
@@ -192,47 +197,93 @@ def event_age_seconds(payload: dict[str, Any], is_v2: bool, now: float | None = 
     return current - created
 
 
-def _authenticate(request: Request, cfg: Any, raw: bytes) -> tuple[dict[str, Any], bool, bool]:
-    """Parse/verify/decrypt; returns ``(payload, signed, was_encrypted)``."""
+def _authenticate(request: Request, cfg: Any, raw: bytes) -> tuple[dict[str, Any], bool]:
+    """Verify, then parse and decrypt; returns ``(payload, signed)``.
+
+    With an Encrypt Key nothing of the body is parsed or decrypted before its signature
+    matched, and every failure after that is the same ``rejected_after_auth`` answer.
+    """
     encrypt_key = secret_value(getattr(cfg, "encrypt_key", None))
-    signed = False
-    provided = request.headers.get(feishu_crypto.HEADER_SIGNATURE)
-    if encrypt_key and provided is not None:
-        ok = feishu_crypto.verify_signature(
-            request.headers.get(feishu_crypto.HEADER_TIMESTAMP),
-            request.headers.get(feishu_crypto.HEADER_NONCE),
-            encrypt_key,
-            raw,
-            provided,
-        )
-        if not ok:
-            raise auth_failure(401, "invalid_signature", "X-Lark-Signature mismatch")
-        signed = True
-    body = parse_json_object(raw)
-    if "encrypt" not in body:
-        return body, signed, False
-    encrypted = body.get("encrypt")
     if not encrypt_key:
-        raise CallbackError(503, "not_configured", "feishu: encrypt key not configured")
-    if not isinstance(encrypted, str):
-        raise CallbackError(400, "bad_request", "encrypt must be a string")
+        body = parse_json_object(raw)
+        if "encrypt" in body:
+            raise CallbackError(503, "not_configured", "feishu: encrypt key not configured")
+        return body, False
+    provided = request.headers.get(feishu_crypto.HEADER_SIGNATURE)
+    if provided is None:
+        return _unsigned_url_verification(cfg, encrypt_key, raw), False
+    if not feishu_crypto.verify_signature(
+        request.headers.get(feishu_crypto.HEADER_TIMESTAMP),
+        request.headers.get(feishu_crypto.HEADER_NONCE),
+        encrypt_key,
+        raw,
+        provided,
+    ):
+        raise auth_failure(401, "invalid_signature", "X-Lark-Signature mismatch")
     try:
+        body = parse_json_object(raw)
+        encrypted = body.get("encrypt")
+        if encrypted is None:
+            return body, True
+        if not isinstance(encrypted, str):
+            raise rejected_after_auth("encrypt is not a string")
         plaintext = feishu_crypto.decrypt(encrypt_key, encrypted)
+        return parse_json_object(plaintext), True
     except feishu_crypto.FeishuCryptoError:
-        raise auth_failure(400, "decrypt_failed", "cannot decrypt event") from None
-    return parse_json_object(plaintext), signed, True
+        raise rejected_after_auth("cannot decrypt event") from None
+    except CallbackError as exc:
+        raise rejected_after_auth(exc.reason) from None
 
 
-def _url_verification(cfg: Any, payload: dict[str, Any], authenticated: bool) -> Response:
+def _unsigned_url_verification(cfg: Any, encrypt_key: str, raw: bytes) -> dict[str, Any]:
+    """The one unsigned request accepted while an Encrypt Key is set: Feishu's URL check.
+
+    Feishu sends the URL verification without ``X-Lark-Signature`` (the official lark-oapi
+    SDK checks only its token), so it is decrypted without a signature. To leave no padding or
+    parsing oracle, anything but an encrypted ``url_verification`` carrying the right
+    verification token (a configured one is required) fails with exactly the answer of an
+    unsigned request: ``401 invalid_signature``, "missing X-Lark-Signature".
+    """
+    token = secret_value(getattr(cfg, "verification_token", None))
+    try:
+        if not token:
+            raise ValueError("no verification token to check an unsigned URL verification")
+        body = loads_object(raw)
+        encrypted = body.get("encrypt")
+        if not isinstance(encrypted, str):
+            raise ValueError("unsigned and not encrypted")
+        payload = loads_object(feishu_crypto.decrypt(encrypt_key, encrypted))
+        if not (payload.get("type") == "url_verification"
+                and _tokens_equal(payload.get("token"), token)
+                and isinstance(payload.get("challenge"), str)):
+            raise ValueError("unsigned and not a valid url_verification")
+    except (ValueError, feishu_crypto.FeishuCryptoError) as exc:
+        failure = auth_failure(401, "invalid_signature", "missing X-Lark-Signature")
+        failure.reason = f"missing X-Lark-Signature ({exc})"
+        raise failure from None
+    return payload
+
+
+def _reject(signed: bool, reason: str, status: int, code: str) -> CallbackError:
+    """A signed request gets the one post-verification answer whatever ``reason`` is; an
+    unsigned one (verification token only, nothing decrypted) may say what failed."""
+    if signed:
+        return rejected_after_auth(reason)
+    if status in (401, 403):
+        return auth_failure(status, code, reason)
+    return CallbackError(status, code, reason)
+
+
+def _url_verification(cfg: Any, payload: dict[str, Any], signed: bool) -> Response:
     token = secret_value(getattr(cfg, "verification_token", None))
     if token:
         if not _tokens_equal(payload.get("token"), token):
-            raise auth_failure(401, "invalid_token", "verification token mismatch")
-    elif not authenticated:
+            raise _reject(signed, "verification token mismatch", 401, "invalid_token")
+    elif not signed:
         raise auth_failure(401, "invalid_signature", "unauthenticated url_verification")
     challenge = payload.get("challenge")
     if not isinstance(challenge, str):
-        raise CallbackError(400, "bad_request", "missing challenge")
+        raise _reject(signed, "missing challenge", 400, "bad_request")
     return JSONResponse({"challenge": challenge})
 
 
@@ -248,22 +299,20 @@ async def feishu_callback(request: Request) -> Response:
         if not (verification_token or encrypt_key):
             raise not_configured(PLATFORM)
         raw = await read_body(request, max_body_bytes(settings))
-        payload, signed, was_encrypted = _authenticate(request, cfg, raw)
-
+        payload, signed = _authenticate(request, cfg, raw)
+        # Past this point a signed request is answered 200 or `rejected_after_auth`.
         if payload.get("type") == "url_verification":
-            return _url_verification(cfg, payload, signed or was_encrypted)
+            return _url_verification(cfg, payload, signed)
 
-        if encrypt_key and not signed:
-            raise auth_failure(401, "invalid_signature", "missing X-Lark-Signature")
         header = payload.get("header")
         is_v2 = payload.get("schema") == "2.0" or isinstance(header, dict)
         header = header if isinstance(header, dict) else {}
         token = header.get("token") if is_v2 else payload.get("token")
         if verification_token and not _tokens_equal(token, verification_token):
-            raise auth_failure(401, "invalid_token", "verification token mismatch")
+            raise _reject(signed, "verification token mismatch", 401, "invalid_token")
         app_id = getattr(cfg, "app_id", None)
         if is_v2 and app_id and header.get("app_id") and header.get("app_id") != app_id:
-            raise auth_failure(403, "app_mismatch", "event is for another app")
+            raise _reject(signed, "event is for another app", 403, "app_mismatch")
 
         event = payload.get("event")
         event = event if isinstance(event, dict) else {}
@@ -272,7 +321,7 @@ async def feishu_callback(request: Request) -> Response:
         else:
             event_id, event_type = payload.get("uuid"), event.get("type")
         if not isinstance(event_id, str) or not event_id:
-            raise CallbackError(400, "bad_request", "missing event id")
+            raise _reject(signed, "missing event id", 400, "bad_request")
 
         if event_age_seconds(payload, is_v2) > DEDUPE_TTL_SECONDS:
             # Older than the dedupe memory: a replay we could not recognise. Ack, don't process.
