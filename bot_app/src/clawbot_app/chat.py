@@ -17,7 +17,7 @@ from clawbot_app.crypto import Keyring
 from clawbot_app.db.engine import Database, utcnow
 from clawbot_app.db.schema import tenant_config
 from clawbot_app.errors import ApiError, NoProviderError, UpstreamError, ValidationFailed
-from clawbot_app.logwriter import ConversationWriter
+from clawbot_app.logwriter import ConversationWriter, Row
 from clawbot_app.metrics import Metrics
 from clawbot_app.providers import (
     Completion,
@@ -141,17 +141,20 @@ class ChatService:
             await self.store.append_turns(key, turns, max_items, ttl)
         self._active.set(key, True, ttl)
         now = utcnow()
+        # One journal write per request: once submit_many returns, the rows survive a crash.
+        rows: list[Row] = []
         if is_new:
-            self.writer.submit("dialog_sessions", {
+            rows.append(("dialog_sessions", {
                 "id": str(uuid.uuid4()), "tenant_id": tenant_id, "user_id": user_id,
-                "session_id": sid, "created_at": now})
+                "session_id": sid, "created_at": now}))
         for role, content, lat in (("user", message, None), ("assistant", reply, latency_ms)):
             row_id = str(uuid.uuid4())
             kid, blob = self.keyring.encrypt(content, row_id)
-            self.writer.submit("conversation_log", {
+            rows.append(("conversation_log", {
                 "id": row_id, "tenant_id": tenant_id, "user_id": user_id, "session_id": sid,
                 "role": role, "content": blob, "key_id": kid, "model": model,
-                "latency_ms": lat, "created_at": now})
+                "latency_ms": lat, "created_at": now}))
+        self.writer.submit_many(rows)
 
     # -- public API ----------------------------------------------------------------------
     async def reply(self, *, tenant_id: str, user_id: str, session_id: str | None,

@@ -4,23 +4,45 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from collections.abc import Sequence
 
 from clawbot_app import __version__
-from clawbot_app.config import ConfigError, Settings, load_settings, resolve_config_path
+from clawbot_app.config import (
+    CONFIG_ENV,
+    ConfigError,
+    Settings,
+    load_settings,
+    resolve_config_path,
+)
+
+# Exit codes. A configuration that cannot be used (named file missing, unreadable, a directory,
+# not YAML, not a mapping, or invalid values) ends every subcommand with EXIT_CONFIG, except
+# `config check`, whose "invalid" answer is EXIT_INVALID. Usage errors (argparse) are 2 as well.
+EXIT_INVALID = 1
+EXIT_CONFIG = 2
 
 
 def _load(args: argparse.Namespace) -> Settings:
     try:
         return load_settings(args.config)
     except ConfigError as exc:
-        _print_errors(exc)
-        raise SystemExit(2) from None
+        _print_errors(args, exc)
+        raise SystemExit(EXIT_CONFIG) from None
 
 
-def _print_errors(exc: ConfigError) -> None:
-    print(f"configuration invalid ({len(exc.errors)} error(s)):", file=sys.stderr)
+def _source(args: argparse.Namespace) -> str:
+    """Where the configuration comes from, for messages."""
+    if args.config:
+        return str(args.config)
+    env = os.environ.get(CONFIG_ENV)
+    return f"${CONFIG_ENV}={env}" if env else "<defaults>"
+
+
+def _print_errors(args: argparse.Namespace, exc: ConfigError) -> None:
+    print(f"configuration invalid ({_source(args)}; {len(exc.errors)} error(s)):",
+          file=sys.stderr)
     for path, reason in exc.errors:
         print(f"  {path}: {reason}", file=sys.stderr)
 
@@ -29,9 +51,9 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     try:
         settings = load_settings(args.config)
     except ConfigError as exc:
-        _print_errors(exc)
-        return 1
-    src = resolve_config_path(args.config) or "<defaults>"
+        _print_errors(args, exc)
+        return EXIT_INVALID
+    src = _source(args)
     provs = ", ".join(settings.models.providers) or "none"
     print(f"configuration OK ({src}); providers: {provs}; "
           f"default: {settings.default_provider or 'none'}")
@@ -138,47 +160,79 @@ def cmd_serve(args: argparse.Namespace) -> int:
                  workers=args.workers)
 
 
+# `--config` is accepted by the main parser and by every subcommand parser. argparse gives a
+# subcommand parser a fresh namespace and copies all of it over the main one, so with one shared
+# dest a subcommand would reset a `--config` given before it to the default. Instead each parser
+# level has its own dest, set only when the option is given (SUPPRESS; a list, to see repeats),
+# and main() merges them.
+_CONFIG_DEST = "config_at_level_"
+
+
+def _add_config_option(parser: argparse.ArgumentParser, level: int) -> None:
+    parser.add_argument("--config", metavar="PATH", dest=f"{_CONFIG_DEST}{level}",
+                        action="append", default=argparse.SUPPRESS,
+                        help=f"YAML config file, before or after the subcommand "
+                             f"(default: ${CONFIG_ENV}, else built-in defaults)")
+
+
+def _add_command(subparsers: argparse._SubParsersAction, name: str, level: int,
+                 **kwargs: str) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = subparsers.add_parser(name, **kwargs)
+    _add_config_option(parser, level)
+    return parser
+
+
+def _pop_config_arg(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str | None:
+    """The ``--config`` value from whichever position(s) it was given in (None: not given)."""
+    keys = sorted(k for k in vars(args) if k.startswith(_CONFIG_DEST))
+    given = [path for k in keys for path in getattr(args, k)]
+    for key in keys:
+        delattr(args, key)
+    if any(not v for v in given):
+        parser.error("argument --config: empty path")
+    if len(set(given)) > 1:
+        parser.error("argument --config: given more than once with different paths: "
+                     + ", ".join(dict.fromkeys(given)))
+    return given[0] if given else None
+
+
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", metavar="PATH",
-                        help="YAML config file (default: $CLAWBOT_CONFIG)")
-    p = argparse.ArgumentParser(prog="clawbot-app", parents=[common],
-                                description="Async chat-bot gateway")
+    p = argparse.ArgumentParser(prog="clawbot-app", description="Async chat-bot gateway")
+    _add_config_option(p, 0)
     p.add_argument("--version", action="version", version=__version__)
     sub = p.add_subparsers(dest="command", required=True)
 
-    s = sub.add_parser("serve", parents=[common], help="run the HTTP server")
+    s = _add_command(sub, "serve", 1, help="run the HTTP server")
     s.add_argument("--host")
     s.add_argument("--port", type=int)
     s.add_argument("--workers", type=int)
     s.set_defaults(func=cmd_serve)
 
-    m = sub.add_parser("migrate", parents=[common], help="apply database migrations")
+    m = _add_command(sub, "migrate", 1, help="apply database migrations")
     m.set_defaults(func=cmd_migrate)
 
-    c = sub.add_parser("config", parents=[common], help="configuration tools")
+    c = _add_command(sub, "config", 1, help="configuration tools")
     csub = c.add_subparsers(dest="config_command", required=True)
-    cc = csub.add_parser("check", parents=[common], help="validate the configuration")
+    cc = _add_command(csub, "check", 2, help="validate the configuration")
     cc.set_defaults(func=cmd_config_check)
 
-    t = sub.add_parser("token", parents=[common], help="API tokens")
+    t = _add_command(sub, "token", 1, help="API tokens")
     tsub = t.add_subparsers(dest="token_command", required=True)
-    tc = tsub.add_parser("create", parents=[common], help="create a token (printed once)")
+    tc = _add_command(tsub, "create", 2, help="create a token (printed once)")
     tc.add_argument("--user", required=True)
     tc.add_argument("--tenant")
     tc.add_argument("--days", type=float, default=None,
                     help="validity in days (default: never expires)")
     tc.set_defaults(func=cmd_token_create)
-    tl = tsub.add_parser("list", parents=[common], help="list tokens")
+    tl = _add_command(tsub, "list", 2, help="list tokens")
     tl.set_defaults(func=cmd_token_list)
-    tr = tsub.add_parser("revoke", parents=[common], help="revoke a token by id")
+    tr = _add_command(tsub, "revoke", 2, help="revoke a token by id")
     tr.add_argument("id", type=int)
     tr.set_defaults(func=cmd_token_revoke)
 
-    k = sub.add_parser("keyring", parents=[common], help="encryption keyring")
+    k = _add_command(sub, "keyring", 1, help="encryption keyring")
     ksub = k.add_subparsers(dest="keyring_command", required=True)
-    kr = ksub.add_parser("rotate", parents=[common],
-                         help="add a new current key (old keys stay readable)")
+    kr = _add_command(ksub, "rotate", 2, help="add a new current key (old keys stay readable)")
     kr.set_defaults(func=cmd_keyring_rotate)
     return p
 
@@ -186,6 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.config = _pop_config_arg(parser, args)
     return int(args.func(args) or 0)
 
 

@@ -45,6 +45,9 @@ class StorageSettings(_Section):
     writer_queue_size: int = Field(10000, ge=10)
     writer_batch_size: int = Field(200, ge=1)
     replay_interval_seconds: float = Field(5.0, gt=0)
+    # Crash journal of the conversation-log writer: "never" survives a process kill (the
+    # default), "batch" also a power loss of rows older than one batch, "always" every row.
+    journal_fsync: Literal["never", "batch", "always"] = "never"
 
     @property
     def data_path(self) -> Path:
@@ -357,17 +360,21 @@ def load_settings(path: str | None = None, environ: dict[str, str] | None = None
         try:
             text = Path(cfg_path).read_text(encoding="utf-8")
         except OSError as exc:
-            raise ConfigError([("<file>", f"cannot read {cfg_path}: {exc.strerror}")]) from None
+            reason = exc.strerror or type(exc).__name__
+            raise ConfigError([("<file>", f"cannot read {cfg_path}: {reason}")]) from None
+        except UnicodeDecodeError:
+            raise ConfigError([("<file>", f"cannot read {cfg_path}: not UTF-8 text")]) from None
         try:
             loaded = yaml.safe_load(text)
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f" at line {mark.line + 1}" if mark else ""
-            raise ConfigError([("<file>", f"invalid YAML{where}")]) from None
+            raise ConfigError([("<file>", f"{cfg_path}: invalid YAML{where}")]) from None
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):
-            raise ConfigError([("<root>", "top level must be a mapping")])
+            kind = type(loaded).__name__
+            raise ConfigError([("<root>", f"{cfg_path}: top level must be a mapping, not {kind}")])
         data = loaded
     _env_overrides(data, env)
     _apply_model_api_key(data, env)

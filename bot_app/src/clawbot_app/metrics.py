@@ -32,6 +32,12 @@ class Metrics:
             "conversation_log_spooled_total", "Conversation rows spooled to disk", registry=r)
         self.conversation_replayed = Counter(
             "conversation_log_replayed_total", "Spooled rows replayed into the DB", registry=r)
+        self.conversation_dead_letter = Counter(
+            "clawbot_conversation_dead_letter_total", "Conversation rows the DB rejected, moved to "
+            "<data_dir>/spool/dead-letter.jsonl (never replayed automatically)", registry=r)
+        self.conversation_journal_errors = Counter(
+            "clawbot_conversation_journal_errors_total",
+            "Journal writes that failed (those rows are not crash safe)", registry=r)
         self.rate_limited = Counter(
             "rate_limited_total", "Requests rejected by the tenant rate limit", registry=r)
         self.keyring_current = Gauge(
