@@ -16,7 +16,6 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from clawbot_app import api
-from clawbot_app.auth import TokensFileError
 from clawbot_app.bootstrap import build_services, close_services
 from clawbot_app.config import CONFIG_ENV, ConfigError, Settings, load_settings
 from clawbot_app.crypto import KeyringError
@@ -24,6 +23,7 @@ from clawbot_app.errors import ApiError
 from clawbot_app.logging_setup import setup_logging
 from clawbot_app.middleware import ObservabilityMiddleware
 from clawbot_app.services import Services
+from clawbot_app.tokensfile import TokensFileError
 
 log = logging.getLogger("clawbot_app.app")
 

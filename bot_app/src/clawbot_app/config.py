@@ -20,7 +20,9 @@ from pydantic import (
     model_validator,
 )
 
+from clawbot_app.crypto import KeyringError, load_keyring_file
 from clawbot_app.keyfile import KeyfileError, SecretKeyring, load_secret_keyring
+from clawbot_app.tokensfile import TokensFileError, load_tokens_file
 
 ENV_PREFIX = "CLAWBOT__"
 CONFIG_ENV = "CLAWBOT_CONFIG"
@@ -326,9 +328,6 @@ def _semantic_errors(s: Settings) -> list[tuple[str, str]]:
 
 def _file_errors(s: Settings) -> list[tuple[str, str]]:
     """Parse the tokens file and the encryption keyring now, so that bad files are config errors."""
-    from clawbot_app.auth import TokensFileError, load_tokens_file
-    from clawbot_app.crypto import KeyringError, load_keyring_file
-
     errors: list[tuple[str, str]] = []
     if s.auth.tokens_file:
         try:

@@ -6,12 +6,13 @@ import asyncio
 import datetime as dt
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from clawbot_app.config import Settings
+if TYPE_CHECKING:  # the config imports the token file parser, which needs utcnow from here
+    from clawbot_app.config import Settings
 
 
 def utcnow() -> dt.datetime:
