@@ -14,8 +14,8 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
-from clawbot_app.config import load_settings
-from clawbot_app.crypto import KeyringError, rotate_keyring_file
+from clawbot_app.config import ConfigError, load_settings
+from clawbot_app.crypto import rotate_keyring_file
 from clawbot_app.db.schema import conversation_log
 from clawbot_app.services import Services
 from tests.fakes.openai_server import FakeModelServer
@@ -141,12 +141,14 @@ async def test_encryption_key_metric_and_atomic_apply(
         assert keyring_series(text) == {("encryption", second), ("tokens:probe", "t1")}
         assert f'key_id="{first}"' not in text  # the old label set is gone, not 0
 
-        # a file that breaks between validation and use: nothing of the new config is applied
+        # files that change between validation and use: what was validated is what is applied
+        # (each file is read once); the broken file is refused by the next validation.
         validated = load_settings(str(cfg), environ={})
         write_keyring(ring, "t2", {"t2": "tok-two"})
         enc.write_text("{}")
-        with pytest.raises(KeyringError):
-            h.services.apply_settings(validated)
+        h.services.apply_settings(validated)
         assert h.services.keyring.current == second
         assert (await h.chat("tok-one", message="kept")).status_code == 200
         assert (await h.chat("tok-two", message="not yet")).status_code == 401
+        with pytest.raises(ConfigError):
+            load_settings(str(cfg), environ={})

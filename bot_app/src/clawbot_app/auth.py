@@ -41,7 +41,10 @@ class TokenService:
 
     @staticmethod
     def read_file(settings: Settings) -> FileTokens:
-        """Parse ``auth.tokens_file``; raises :class:`TokensFileError`."""
+        """The tokens file as load_settings parsed it; parsed here only for settings that did
+        not come through load_settings. Raises :class:`TokensFileError`."""
+        if settings.file_tokens is not None:
+            return settings.file_tokens
         path = settings.auth.tokens_file
         return load_tokens_file(path) if path else FileTokens()
 

@@ -14,6 +14,7 @@ from pydantic import (
     Field,
     PlainSerializer,
     PlainValidator,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     field_validator,
@@ -22,7 +23,7 @@ from pydantic import (
 
 from clawbot_app.crypto import KeyringError, load_keyring_file
 from clawbot_app.keyfile import KeyfileError, SecretKeyring, load_secret_keyring
-from clawbot_app.tokensfile import TokensFileError, load_tokens_file
+from clawbot_app.tokensfile import FileTokens, TokensFileError, load_tokens_file
 
 ENV_PREFIX = "CLAWBOT__"
 CONFIG_ENV = "CLAWBOT_CONFIG"
@@ -241,6 +242,21 @@ class Settings(_Section):
     feishu: FeishuSettings = Field(default_factory=FeishuSettings)
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    # What load_settings parsed while validating ``auth.tokens_file`` and
+    # ``encryption.keyring_file``: the running service applies exactly that content (read once;
+    # a file changed after validation cannot slip in unvalidated).
+    _file_tokens: FileTokens | None = PrivateAttr(default=None)
+    _keyring: tuple[str, dict[str, bytes]] | None = PrivateAttr(default=None)
+
+    @property
+    def file_tokens(self) -> FileTokens | None:
+        """The parsed tokens file, when load_settings validated one."""
+        return self._file_tokens
+
+    @property
+    def keyring(self) -> tuple[str, dict[str, bytes]] | None:
+        """``(current key id, keys)`` of the configured keyring file, when load_settings read it."""
+        return self._keyring
 
     @property
     def default_provider(self) -> str | None:
@@ -327,16 +343,17 @@ def _semantic_errors(s: Settings) -> list[tuple[str, str]]:
 
 
 def _file_errors(s: Settings) -> list[tuple[str, str]]:
-    """Parse the tokens file and the encryption keyring now, so that bad files are config errors."""
+    """Parse the tokens file and the encryption keyring now, so that bad files are config errors;
+    keep what was parsed in ``s`` for the service to apply."""
     errors: list[tuple[str, str]] = []
     if s.auth.tokens_file:
         try:
-            load_tokens_file(s.auth.tokens_file)
+            s._file_tokens = load_tokens_file(s.auth.tokens_file)
         except TokensFileError as exc:
             errors.append(("auth.tokens_file", str(exc)))
     if s.encryption.keyring_file:
         try:
-            load_keyring_file(Path(os.path.expanduser(s.encryption.keyring_file)))
+            s._keyring = load_keyring_file(Path(os.path.expanduser(s.encryption.keyring_file)))
         except KeyringError as exc:
             errors.append(("encryption.keyring_file", str(exc)))
     return errors

@@ -125,6 +125,8 @@ class Keyring:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Keyring:
+        if settings.keyring is not None:  # parsed once, by load_settings
+            return cls(*settings.keyring)
         path = keyring_path(settings)
         if not path.exists():
             if settings.encryption.keyring_file:
@@ -133,6 +135,9 @@ class Keyring:
         return cls(*load_keyring_file(path))
 
     def reload(self, settings: Settings) -> None:
+        if settings.keyring is not None:  # parsed once, by load_settings
+            self._set(*settings.keyring)
+            return
         path = keyring_path(settings)
         if path.exists():
             self._set(*load_keyring_file(path))

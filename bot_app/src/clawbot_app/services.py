@@ -94,8 +94,10 @@ class Services:
     def apply_settings(self, settings: Settings) -> None:
         """Swap in a reloaded configuration (SIGHUP). In-flight requests keep their snapshot.
 
-        The files are read first: if a keyring or the tokens file broke since ``settings`` was
-        validated, this raises before anything of the running configuration is replaced.
+        The tokens file and the encryption keyring are applied as ``load_settings`` parsed and
+        validated them (``settings.file_tokens``, ``settings.keyring``): no second read. For
+        settings built without ``load_settings`` they are read here first, so a broken file
+        raises before anything of the running configuration is replaced.
         """
         file_tokens = self.tokens.read_file(settings)
         self.keyring.reload(settings)
