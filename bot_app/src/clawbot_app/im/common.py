@@ -13,6 +13,7 @@ from pydantic import SecretStr
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from clawbot_app.errors import ApiError
 from clawbot_app.jsonbody import JsonBodyError, loads_object
 from clawbot_app.logthrottle import LogThrottle
 
@@ -26,20 +27,20 @@ DEDUPE_TTL_SECONDS = 12 * 60 * 60
 _fallback_tasks: set[asyncio.Task[Any]] = set()
 
 
-class CallbackError(Exception):
-    """A request to answer with ``{"error": {"code", "message"}}`` and ``status``."""
+class CallbackError(ApiError):
+    """An :class:`~clawbot_app.errors.ApiError` whose status and code are chosen per instance.
+
+    ``verification`` marks failures of authentication (counted in
+    ``callback_verification_failures_total``); ``reason`` is what the log says, which may be more
+    than ``message``, what the client sees.
+    """
 
     def __init__(self, status: int, code: str, message: str, *, verification: bool = False):
         super().__init__(message)
         self.status = status
         self.code = code
-        self.message = message
         self.verification = verification
         self.reason = message
-
-
-def error_response(status: int, code: str, message: str) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
 
 
 def not_configured(platform: str) -> CallbackError:
@@ -157,7 +158,7 @@ def handle_error(
             client,
             request.url.path,
         )
-    return error_response(exc.status, exc.code, exc.message)
+    return JSONResponse(exc.body(), status_code=exc.status)
 
 
 async def mark_seen(
