@@ -12,6 +12,7 @@ import httpx
 from starlette.applications import Starlette
 
 from clawbot_app.config import Settings
+from clawbot_app.im.common import SeenKeys
 from clawbot_app.im.routes import routes
 from clawbot_app.metrics import Metrics
 from clawbot_app.store import InProcessStore
@@ -74,8 +75,7 @@ class TestServices:
     settings: Settings
     http: httpx.AsyncClient
     chat: FakeChat = field(default_factory=FakeChat)
-    store: InProcessStore = field(default_factory=InProcessStore)
-    dedupe: Any = None  # None: the in-process store; a test may put a real one here
+    dedupe: SeenKeys = field(default_factory=InProcessStore)  # tests put Redis or the DB here
     metrics: Metrics = field(default_factory=Metrics)
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 

@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import inspect
 import logging
 from collections.abc import Coroutine
-from typing import Any
+from typing import Any, Protocol
 
+import httpx
 from pydantic import SecretStr
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from clawbot_app.config import Settings
 from clawbot_app.errors import ApiError
 from clawbot_app.jsonbody import JsonBodyError, loads_object
 from clawbot_app.logthrottle import LogThrottle
+from clawbot_app.metrics import Metrics
 
 log = logging.getLogger("clawbot_app.im")
 _rejections = LogThrottle(log)
@@ -23,8 +25,6 @@ _rejections = LogThrottle(log)
 DEFAULT_MAX_BODY_BYTES = 65536
 DEDUPE_TTL_SECONDS = 12 * 60 * 60
 """Feishu retries for up to ~7 h (15 s, 5 min, 1 h, 6 h); keep event ids longer than that."""
-
-_fallback_tasks: set[asyncio.Task[Any]] = set()
 
 
 class CallbackError(ApiError):
@@ -72,14 +72,39 @@ def secret_value(value: Any) -> str:
     return str(value)
 
 
-def get_services(request: Request) -> Any:
+class ChatReply(Protocol):
+    @property
+    def reply(self) -> str: ...
+
+
+class Chat(Protocol):
+    async def reply(self, *, tenant_id: str, user_id: str, session_id: str | None,
+                    message: str, path: str = "") -> ChatReply: ...
+
+
+class SeenKeys(Protocol):
+    async def mark_seen(self, key: str, ttl_seconds: int) -> bool: ...
+
+
+class CallbackServices(Protocol):
+    """What the callbacks use of :class:`clawbot_app.services.Services` (tests pass a smaller
+    container with the same attributes)."""
+
+    settings: Settings
+    http: httpx.AsyncClient
+    chat: Chat
+    dedupe: SeenKeys
+    metrics: Metrics
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]: ...
+
+
+def get_services(request: Request) -> CallbackServices:
     return request.app.state.services
 
 
-def max_body_bytes(settings: Any) -> int:
-    limits = getattr(settings, "limits", None)
-    value = getattr(limits, "max_body_bytes", None)
-    return int(value) if isinstance(value, int) and value > 0 else DEFAULT_MAX_BODY_BYTES
+def max_body_bytes(settings: Settings) -> int:
+    return settings.limits.max_body_bytes
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -114,19 +139,15 @@ def body_digest(raw: bytes) -> str:
     return hashlib.sha256(raw).hexdigest()
 
 
-def count_verification_failure(services: Any, platform: str) -> None:
-    metrics = getattr(services, "metrics", None)
-    counter = getattr(metrics, "callback_verification_failures", None)
-    if counter is None:
-        return
+def count_verification_failure(services: CallbackServices, platform: str) -> None:
     try:
-        counter.labels(platform=platform).inc()
+        services.metrics.callback_verification_failures.labels(platform=platform).inc()
     except Exception:  # noqa: BLE001 - metrics must never break a callback
         log.debug("could not count verification failure", exc_info=True)
 
 
 def handle_error(
-    services: Any, platform: str, request: Request, exc: CallbackError
+    services: CallbackServices, platform: str, request: Request, exc: CallbackError
 ) -> JSONResponse:
     """Log (no secrets, no content), count verification failures, build the JSON error.
 
@@ -162,7 +183,8 @@ def handle_error(
 
 
 async def mark_seen(
-    services: Any, key: str, ttl_seconds: int = DEDUPE_TTL_SECONDS, *, fail_open: bool = True
+    services: CallbackServices, key: str, ttl_seconds: int = DEDUPE_TTL_SECONDS, *,
+    fail_open: bool = True
 ) -> bool:
     """True the first time ``key`` is seen within ``ttl_seconds``.
 
@@ -172,13 +194,8 @@ async def mark_seen(
     ``services.dedupe`` keeps the keys where they survive a restart: Redis when configured,
     the database otherwise (the embedded default).
     """
-    dedupe = getattr(services, "dedupe", None) or getattr(services, "store", None)
-    if dedupe is None:
-        return True
     try:
-        result = dedupe.mark_seen(key, ttl_seconds)
-        if inspect.isawaitable(result):
-            result = await result
+        result = await services.dedupe.mark_seen(key, ttl_seconds)
     except Exception:  # noqa: BLE001 - decided by fail_open, logged
         log.warning("dedupe store failed; %s", "processing event anyway" if fail_open
                     else "refusing the request", exc_info=True)
@@ -186,15 +203,9 @@ async def mark_seen(
     return bool(result)
 
 
-def spawn(services: Any, coro: Coroutine[Any, Any, Any]) -> None:
-    """Run ``coro`` after the response through ``services.spawn`` (fallback: tracked task)."""
-    spawner = getattr(services, "spawn", None)
-    if callable(spawner):
-        spawner(coro)
-        return
-    task = asyncio.get_running_loop().create_task(coro)
-    _fallback_tasks.add(task)
-    task.add_done_callback(_fallback_tasks.discard)
+def spawn(services: CallbackServices, coro: Coroutine[Any, Any, Any]) -> None:
+    """Run ``coro`` after the response; the services track it and drain it on shutdown."""
+    services.spawn(coro)
 
 
 def chat_error_text(exc: BaseException) -> str:

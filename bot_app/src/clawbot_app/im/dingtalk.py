@@ -16,9 +16,11 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from clawbot_app.config import DingTalkSettings
 from clawbot_app.im import dingtalk_api
 from clawbot_app.im.common import (
     CallbackError,
+    CallbackServices,
     auth_failure,
     body_digest,
     chat_error_text,
@@ -96,7 +98,7 @@ def parse_robot_message(body: dict[str, Any], path: str = "") -> RobotMessage | 
     )
 
 
-async def answer_robot_message(services: Any, msg: RobotMessage) -> None:
+async def answer_robot_message(services: CallbackServices, msg: RobotMessage) -> None:
     """Background part: ask the chat service, post the answer to the session webhook."""
     try:
         result = await services.chat.reply(
@@ -116,7 +118,7 @@ async def answer_robot_message(services: Any, msg: RobotMessage) -> None:
     if dingtalk_api.webhook_expired(msg.webhook_expires_ms):
         log.warning("dingtalk sessionWebhook expired: msg_id=%s", msg.msg_id)
         return
-    api_base = getattr(services.settings.dingtalk, "api_base", None)
+    api_base = services.settings.dingtalk.api_base
     if not dingtalk_api.webhook_allowed(msg.session_webhook, api_base):
         log.warning("dingtalk sessionWebhook host not allowed: msg_id=%s", msg.msg_id)
         return
@@ -131,7 +133,9 @@ async def answer_robot_message(services: Any, msg: RobotMessage) -> None:
         )
 
 
-async def _robot_callback(request: Request, services: Any, cfg: Any, raw: bytes) -> Response:
+async def _robot_callback(
+    request: Request, services: CallbackServices, cfg: DingTalkSettings, raw: bytes
+) -> Response:
     """Robot message: sign, then single use of the sign, then the body, then dedupe.
 
     The sign covers only the timestamp, so a captured ``timestamp``/``sign`` pair would carry
@@ -139,7 +143,7 @@ async def _robot_callback(request: Request, services: Any, cfg: Any, raw: bytes)
     or the database). Two messages signed in the same millisecond would share a pair; the second
     is refused like a replay (DingTalk signs per request, so this is its millisecond clock).
     """
-    app_secret = secret_value(getattr(cfg, "app_secret", None))
+    app_secret = secret_value(cfg.app_secret)
     if not app_secret:
         raise not_configured(PLATFORM)
     timestamp, sign = request.headers.get("timestamp"), request.headers.get("sign")
@@ -170,10 +174,10 @@ async def _robot_callback(request: Request, services: Any, cfg: Any, raw: bytes)
     return JSONResponse({})
 
 
-def event_crypto(cfg: Any) -> DingTalkEventCrypto:
-    token = secret_value(getattr(cfg, "token", None))
-    aes_key = secret_value(getattr(cfg, "aes_key", None))
-    owner = getattr(cfg, "owner_key", None) or getattr(cfg, "app_key", None) or ""
+def event_crypto(cfg: DingTalkSettings) -> DingTalkEventCrypto:
+    token = secret_value(cfg.token)
+    aes_key = secret_value(cfg.aes_key)
+    owner = cfg.owner_key or cfg.app_key or ""
     if not (token and aes_key and owner):
         raise not_configured(PLATFORM)
     try:
@@ -183,7 +187,9 @@ def event_crypto(cfg: Any) -> DingTalkEventCrypto:
         raise not_configured(PLATFORM) from None
 
 
-async def _event_push(request: Request, services: Any, cfg: Any, raw: bytes) -> Response:
+async def _event_push(
+    request: Request, services: CallbackServices, cfg: DingTalkSettings, raw: bytes
+) -> Response:
     """Encrypted event push. The signature covers the ``encrypt`` string, not the raw body, so
     the body is parsed first (``parse_json_object``: bounded depth, valid Unicode, nothing else
     is read from it); nothing is decrypted before the signature and the timestamp passed, and
@@ -224,10 +230,8 @@ async def _event_push(request: Request, services: Any, cfg: Any, raw: bytes) -> 
 async def dingtalk_callback(request: Request) -> Response:
     services = get_services(request)
     settings = services.settings
-    cfg = getattr(settings, "dingtalk", None)
+    cfg = settings.dingtalk
     try:
-        if cfg is None:
-            raise not_configured(PLATFORM)
         raw = await read_body(request, max_body_bytes(settings))
         q = request.query_params
         if "msg_signature" in q or "signature" in q:

@@ -29,13 +29,16 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from clawbot_app.config import FeishuSettings
 from clawbot_app.im import feishu_api, feishu_crypto
 from clawbot_app.im.common import (
     DEDUPE_TTL_SECONDS,
     CallbackError,
+    CallbackServices,
     auth_failure,
     chat_error_text,
     get_services,
@@ -142,7 +145,7 @@ def _feishu_message(
     )
 
 
-async def answer_message(services: Any, app: Any, msg: FeishuMessage) -> None:
+async def answer_message(services: CallbackServices, app: Starlette, msg: FeishuMessage) -> None:
     """Background part: chat call, then reply to the message through the Open API."""
     try:
         result = await services.chat.reply(
@@ -197,13 +200,13 @@ def event_age_seconds(payload: dict[str, Any], is_v2: bool, now: float | None = 
     return current - created
 
 
-def _authenticate(request: Request, cfg: Any, raw: bytes) -> tuple[dict[str, Any], bool]:
+def _authenticate(request: Request, cfg: FeishuSettings, raw: bytes) -> tuple[dict[str, Any], bool]:
     """Verify, then parse and decrypt; returns ``(payload, signed)``.
 
     With an Encrypt Key nothing of the body is parsed or decrypted before its signature
     matched, and every failure after that is the same ``rejected_after_auth`` answer.
     """
-    encrypt_key = secret_value(getattr(cfg, "encrypt_key", None))
+    encrypt_key = secret_value(cfg.encrypt_key)
     if not encrypt_key:
         body = parse_json_object(raw)
         if "encrypt" in body:
@@ -235,7 +238,7 @@ def _authenticate(request: Request, cfg: Any, raw: bytes) -> tuple[dict[str, Any
         raise rejected_after_auth(exc.reason) from None
 
 
-def _unsigned_url_verification(cfg: Any, encrypt_key: str, raw: bytes) -> dict[str, Any]:
+def _unsigned_url_verification(cfg: FeishuSettings, encrypt_key: str, raw: bytes) -> dict[str, Any]:
     """The one unsigned request accepted while an Encrypt Key is set: Feishu's URL check.
 
     Feishu sends the URL verification without ``X-Lark-Signature`` (the official lark-oapi
@@ -244,7 +247,7 @@ def _unsigned_url_verification(cfg: Any, encrypt_key: str, raw: bytes) -> dict[s
     verification token (a configured one is required) fails with exactly the answer of an
     unsigned request: ``401 invalid_signature``, "missing X-Lark-Signature".
     """
-    token = secret_value(getattr(cfg, "verification_token", None))
+    token = secret_value(cfg.verification_token)
     try:
         if not token:
             raise ValueError("no verification token to check an unsigned URL verification")
@@ -274,8 +277,8 @@ def _reject(signed: bool, reason: str, status: int, code: str) -> CallbackError:
     return CallbackError(status, code, reason)
 
 
-def _url_verification(cfg: Any, payload: dict[str, Any], signed: bool) -> Response:
-    token = secret_value(getattr(cfg, "verification_token", None))
+def _url_verification(cfg: FeishuSettings, payload: dict[str, Any], signed: bool) -> Response:
+    token = secret_value(cfg.verification_token)
     if token:
         if not _tokens_equal(payload.get("token"), token):
             raise _reject(signed, "verification token mismatch", 401, "invalid_token")
@@ -290,12 +293,10 @@ def _url_verification(cfg: Any, payload: dict[str, Any], signed: bool) -> Respon
 async def feishu_callback(request: Request) -> Response:
     services = get_services(request)
     settings = services.settings
-    cfg = getattr(settings, "feishu", None)
+    cfg = settings.feishu
     try:
-        if cfg is None:
-            raise not_configured(PLATFORM)
-        verification_token = secret_value(getattr(cfg, "verification_token", None))
-        encrypt_key = secret_value(getattr(cfg, "encrypt_key", None))
+        verification_token = secret_value(cfg.verification_token)
+        encrypt_key = secret_value(cfg.encrypt_key)
         if not (verification_token or encrypt_key):
             raise not_configured(PLATFORM)
         raw = await read_body(request, max_body_bytes(settings))
@@ -310,7 +311,7 @@ async def feishu_callback(request: Request) -> Response:
         token = header.get("token") if is_v2 else payload.get("token")
         if verification_token and not _tokens_equal(token, verification_token):
             raise _reject(signed, "verification token mismatch", 401, "invalid_token")
-        app_id = getattr(cfg, "app_id", None)
+        app_id = cfg.app_id
         if is_v2 and app_id and header.get("app_id") and header.get("app_id") != app_id:
             raise _reject(signed, "event is for another app", 403, "app_mismatch")
 
