@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST
+from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from clawbot_app import __version__
 from clawbot_app.errors import MalformedJson, NoProviderError, ValidationFailed
 from clawbot_app.jsonbody import JsonBodyError, loads_object
+from clawbot_app.schemas import ID_PATTERN as ID_PATTERN  # re-exported, was defined here
+from clawbot_app.schemas import ChatRequest, ChatResponse, validation_message
 from clawbot_app.services import Services
 
 log = logging.getLogger("clawbot_app.api")
@@ -64,21 +66,6 @@ def _bearer(request: Request, body: dict[str, Any]) -> str | None:
     return token if isinstance(token, str) and token else None
 
 
-ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}")
-"""``session_id`` and ``user_id``: printable ASCII that is safe in a header, a key and a log."""
-
-
-def _optional_id(body: dict[str, Any], key: str) -> str | None:
-    value = body.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, str) or not ID_PATTERN.fullmatch(value):
-        raise ValidationFailed(
-            f"'{key}' must be 1-128 characters of A-Z a-z 0-9 . _ : @ - "
-            "(starting with a letter or digit)")
-    return value
-
-
 async def chat(request: Request) -> Response:
     s = _services(request)
     settings = s.settings  # one snapshot per request: a SIGHUP may swap s.settings meanwhile
@@ -89,18 +76,20 @@ async def chat(request: Request) -> Response:
         raise MalformedJson(str(exc)) from None
     if not settings.models.providers or not settings.default_provider:
         raise NoProviderError("no model provider is configured")
+    # Credentials before fields: an unauthenticated client learns nothing but 401.
     rec = await s.tokens.authenticate(_bearer(request, body))
     await s.rate_limiter.check(rec.tenant_id)
-    message = body.get("message")
-    s.chat.validate(message, settings)
-    session_id = _optional_id(body, "session_id")
+    try:
+        req = ChatRequest.model_validate(body)
+    except ValidationError as exc:
+        raise ValidationFailed(validation_message(exc)) from None
+    message = s.chat.validate(req.message, settings)  # not blank, within max_message_chars
+    session_id = req.session_id
     # A session belongs to the token's tenant and user: its context is looked up under them
     # only. `user_id` in the body labels the end user the token acts for in the conversation
     # log; it never selects whose context is used (see bot_app/README.md, "Sessions").
-    end_user = _optional_id(body, "user_id")
-    stream = body.get("stream", False)
-    if not isinstance(stream, bool):
-        raise ValidationFailed("'stream' must be a boolean")
+    end_user = req.user_id
+    stream = req.stream
     if settings.logging.include_content:
         log.info("chat request", extra={"ecs": {"message.content": message,
                                                 "user.id": end_user or rec.user_id}})
@@ -116,5 +105,5 @@ async def chat(request: Request) -> Response:
                                 end_user=end_user)
     if settings.logging.include_content:
         log.info("chat reply", extra={"ecs": {"reply.content": result.reply}})
-    return JSONResponse({"reply": result.reply, "session_id": result.session_id,
-                         "model": result.model})
+    return JSONResponse(ChatResponse(reply=result.reply, session_id=result.session_id,
+                                     model=result.model).model_dump())

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
@@ -22,6 +22,7 @@ from clawbot_app.crypto import KeyringError
 from clawbot_app.errors import ApiError
 from clawbot_app.logging_setup import setup_logging
 from clawbot_app.middleware import ObservabilityMiddleware
+from clawbot_app.openapi import openapi_json
 from clawbot_app.services import Services
 from clawbot_app.tokensfile import TokensFileError
 
@@ -46,6 +47,7 @@ def build_routes() -> list[BaseRoute]:
         Route("/api/health", api.health, methods=hm),
         Route("/ready", api.ready, methods=["GET", "HEAD"]),
         Route("/metrics", api.metrics, methods=["GET"]),
+        Route("/openapi.json", openapi_json, methods=["GET"]),
     ]
     routes += _im_routes()
     routes += [Route(p, api.chat, methods=["POST"]) for p in CHAT_PATHS]
@@ -62,6 +64,13 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     code = {404: "not_found", 405: "method_not_allowed"}.get(status, "http_error")
     return JSONResponse({"error": {"code": code, "message": str(getattr(exc, "detail", ""))}},
                         status_code=status)
+
+
+async def _client_gone(request: Request, exc: Exception) -> Response:
+    """The client closed the connection before its body arrived (or sent a body the HTTP parser
+    rejected after the headers): nobody reads an answer. 499 ("client closed request", as nginx
+    logs it) goes to the access log and metrics only, instead of a 500 with a stack trace."""
+    return Response(status_code=499)
 
 
 async def _internal_error(request: Request, exc: Exception) -> Response:
@@ -115,7 +124,7 @@ def create_app(settings: Settings | None = None, config_path: str | None = None,
         routes=routes,
         middleware=[Middleware(ObservabilityMiddleware, routes=lambda: routes)],
         exception_handlers={ApiError: _api_error, HTTPException: _http_error,
-                            Exception: _internal_error},
+                            ClientDisconnect: _client_gone, Exception: _internal_error},
         lifespan=lifespan,
     )
     return app
