@@ -25,6 +25,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal, get_args
 
+from clawbot_app.keyfile import fsync_dir
+
 FsyncPolicy = Literal["never", "batch", "always"]
 FSYNC_POLICIES: tuple[str, ...] = get_args(FsyncPolicy)
 SEGMENT_GLOB = "seg-*.jsonl"
@@ -181,7 +183,7 @@ class Journal:
             path = self.dir / name
             os.rename(tmp, path)
             if self.fsync != "never":
-                _fsync_dir(self.dir)
+                fsync_dir(self.dir)
         except OSError:
             os.close(fd)
             with contextlib.suppress(OSError):
@@ -223,10 +225,3 @@ def _write_all(fd: int, data: bytes) -> None:
     while view:
         view = view[os.write(fd, view):]
 
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -210,7 +210,7 @@ def write_private_file(path: Path, data: bytes) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    _fsync_dir(directory)
+    fsync_dir(directory)
 
 
 @contextlib.contextmanager
@@ -262,7 +262,8 @@ def _keep_owner(fd: int, previous: os.stat_result) -> None:
             os.fchown(fd, -1, previous.st_gid)
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: Path) -> None:
+    """Make a rename or a new entry in ``directory`` durable."""
     fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     try:
         os.fsync(fd)

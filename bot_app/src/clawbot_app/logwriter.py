@@ -38,6 +38,7 @@ from clawbot_app.config import Settings
 from clawbot_app.db.engine import Database
 from clawbot_app.db.schema import conversation_log, dialog_sessions
 from clawbot_app.journal import FsyncPolicy, Journal, Segment, lock_current
+from clawbot_app.keyfile import write_private_file
 from clawbot_app.metrics import Metrics
 
 log = logging.getLogger("clawbot_app.logwriter")
@@ -195,14 +196,7 @@ class Spool:
 
     def rewrite(self, path: Path, rows: Sequence[Row]) -> None:
         """Atomically replace a replay file with the rows still to do."""
-        tmp = path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.write(fd, "".join(_encode(r) + "\n" for r in rows).encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
+        write_private_file(path, "".join(_encode(r) + "\n" for r in rows).encode())
 
 
 @dataclass
