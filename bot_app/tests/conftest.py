@@ -17,6 +17,7 @@ import pytest
 from clawbot_app.app import reload_settings
 from clawbot_app.services import Services
 from tests.fakes.openai_server import FakeModel, FakeModelServer
+from tests.serve_support import Proc
 from tests.support import free_port, wait_port
 
 
@@ -31,6 +32,15 @@ def reload() -> Iterator[Callable[[Services, str], bool]]:
             root.removeHandler(handler)
             handler.close()
     root.setLevel(level)
+
+
+@pytest.fixture
+def procs() -> Iterator[list[Proc]]:
+    """``clawbot-app serve`` processes a test started; each is stopped (SIGTERM) at the end."""
+    started: list[Proc] = []
+    yield started
+    for p in started:
+        p.stop()
 
 
 @pytest.fixture(scope="session")

@@ -10,11 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import signal
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -37,9 +33,9 @@ from schemathesis.specs.openapi.checks import (
 
 from clawbot_app.schemas import ChatRequest
 from tests.fakes.openai_server import FakeModel, FakeModelServer
-from tests.support import free_port, wait_port
+from tests.serve_support import Proc, clean_env, create_token
+from tests.support import free_port
 
-CLI = shutil.which("clawbot-app") or str(Path(sys.executable).parent / "clawbot-app")
 MAX_CHARS = 300
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
           response_headers_conformance, response_schema_conformance]
@@ -75,29 +71,14 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
             "base_url": model.base_url, "api_key": "sk-fuzz", "model": "m-fuzz",
             "timeout_seconds": 5, "max_retries": 0}}},
     }))
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("CLAWBOT") and k != "MODEL_API_KEY"}
-    env["HOME"] = str(tmp)
-    token = subprocess.run([CLI, "token", "create", "--config", str(cfg), "--user", "fuzzer",
-                            "--days", "1"], env=env, capture_output=True, check=True,
-                           text=True).stdout.strip()
+    env = clean_env(tmp)
+    token = create_token(cfg, env, user="fuzzer")
     log = tmp / "serve.log"
-    with log.open("wb") as fh:
-        proc = subprocess.Popen([CLI, "serve", "--config", str(cfg)], env=env, stdout=fh,
-                                stderr=subprocess.STDOUT)
+    proc = Proc(["serve", "--config", str(cfg)], env, port, log)
     try:
-        try:
-            wait_port(port, 30)
-        except TimeoutError:
-            raise AssertionError(f"server did not start: {log.read_text()[-3000:]}") from None
-        yield Live(f"http://127.0.0.1:{port}", token, log)
+        yield Live(proc.url, token, log)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        proc.stop()
         model.stop()
     # Anything the server logged at ERROR (an unhandled exception is logged, then answered 500).
     lines = log.read_text().splitlines()

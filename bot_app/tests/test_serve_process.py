@@ -3,71 +3,22 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import httpx
-import pytest
 import sqlalchemy as sa
 import yaml
 
 from clawbot_app.db.engine import make_engine
 from clawbot_app.db.schema import conversation_log
 from tests.fakes.openai_server import FakeModelServer
-from tests.support import deep_merge, free_port, keyring_series, wait_port, write_keyring
-
-CLI = shutil.which("clawbot-app") or str(Path(sys.executable).parent / "clawbot-app")
-
-
-def _clean_env(home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("CLAWBOT") and k != "MODEL_API_KEY"}
-    env["HOME"] = str(home)
-    return env
-
-
-class Proc:
-    def __init__(self, args: list[str], env: dict[str, str], port: int, log: Path):
-        self.port = port
-        self.log = log
-        self.fh = log.open("wb")
-        self.p = subprocess.Popen([CLI, *args], env=env, stdout=self.fh,
-                                  stderr=subprocess.STDOUT)
-        try:
-            wait_port(port, 30)
-        except TimeoutError:
-            self.p.kill()
-            raise AssertionError(f"server did not start: {log.read_text()[-3000:]}") from None
-        self.url = f"http://127.0.0.1:{port}"
-
-    def stop(self) -> int:
-        if self.p.poll() is None:
-            self.p.send_signal(signal.SIGTERM)
-            try:
-                self.p.wait(20)
-            except subprocess.TimeoutExpired:
-                self.p.kill()
-                self.p.wait()
-        self.fh.close()
-        return self.p.returncode
-
-
-@pytest.fixture
-def procs() -> Iterator[list[Proc]]:
-    started: list[Proc] = []
-    yield started
-    for p in started:
-        p.stop()
+from tests.serve_support import CLI, Proc, clean_env, serve
+from tests.support import free_port, keyring_series, write_keyring
 
 
 def _port_free(port: int) -> bool:
@@ -80,7 +31,7 @@ def _port_free(port: int) -> bool:
 
 
 def test_embedded_default_start(tmp_path: Path, procs: list[Proc]) -> None:
-    env = _clean_env(tmp_path)
+    env = clean_env(tmp_path)
     port = 18789
     if not _port_free(port):  # somebody else uses the default port on this machine
         port = free_port()
@@ -105,70 +56,10 @@ def test_embedded_default_start(tmp_path: Path, procs: list[Proc]) -> None:
                for d in docs)
 
 
-def _config(path: Path, data: Path, port: int, primary: str, backup: str,
-            default: str = "primary", routes: list[dict[str, str]] | None = None,
-            **extra: Any) -> None:
-    path.write_text(yaml.safe_dump(deep_merge({
-        "server": {"port": port, "graceful_timeout_seconds": 10},
-        "storage": {"data_dir": str(data)},
-        "auth": {"cache_ttl_seconds": 5},
-        "logging": {"level": "INFO"},
-        "models": {"default": default, "routes": routes or [], "providers": {
-            "primary": {"base_url": primary, "api_key": "sk-primary", "model": "m-primary",
-                        "timeout_seconds": 10},
-            "backup": {"base_url": backup, "api_key": "sk-backup", "model": "m-backup",
-                       "timeout_seconds": 10}}}}, extra)))
-
-
-def _token(cfg: Path, env: dict[str, str]) -> str:
-    out = subprocess.run([CLI, "token", "create", "--config", str(cfg), "--user", "u",
-                          "--days", "1"], env=env, capture_output=True, check=True, text=True)
-    return out.stdout.strip()
-
-
-@dataclass
-class Served:
-    """A ``serve --config`` process with its config file and a DB token of user ``u``."""
-
-    proc: Proc
-    cfg: Path
-    data: Path
-    token: str
-    env: dict[str, str]
-
-    def configure(self, primary: FakeModelServer, backup: FakeModelServer,
-                  **kwargs: Any) -> None:
-        _config(self.cfg, self.data, self.proc.port, primary.base_url, backup.base_url,
-                **kwargs)
-
-    def reload(self) -> None:
-        """SIGHUP, then wait until the process logged the outcome."""
-        done = self.proc.log.read_text().count("configuration reloaded")
-        self.proc.p.send_signal(signal.SIGHUP)
-        deadline = time.monotonic() + 10
-        while self.proc.log.read_text().count("configuration reloaded") == done:
-            assert time.monotonic() < deadline, self.proc.log.read_text()[-3000:]
-            time.sleep(0.05)
-
-
-def _serve(tmp_path: Path, procs: list[Proc], primary: FakeModelServer,
-           backup: FakeModelServer, env: dict[str, str] | None = None,
-           **config: Any) -> Served:
-    env = {**_clean_env(tmp_path), **(env or {})}
-    port = free_port()
-    cfg = tmp_path / "cfg.yaml"
-    data = tmp_path / "data"
-    _config(cfg, data, port, primary.base_url, backup.base_url, **config)
-    token = _token(cfg, env)
-    proc = Proc(["serve", "--config", str(cfg)], env, port, tmp_path / "serve.log")
-    procs.append(proc)
-    return Served(proc, cfg, data, token, env)
-
-
 def test_sighup_reload_without_dropping(tmp_path: Path, procs: list[Proc],
                                         primary: FakeModelServer,
                                         backup: FakeModelServer) -> None:
-    served = _serve(tmp_path, procs, primary, backup)
+    served = serve(tmp_path, procs, primary, backup)
     proc = served.proc
     hdr = {"Authorization": f"Bearer {served.token}"}
     with httpx.Client(base_url=proc.url, headers=hdr, timeout=20) as c:
@@ -214,7 +105,7 @@ def test_sighup_reload_without_dropping(tmp_path: Path, procs: list[Proc],
 def test_bad_reload_keeps_running_config(tmp_path: Path, procs: list[Proc],
                                          primary: FakeModelServer,
                                          backup: FakeModelServer) -> None:
-    served = _serve(tmp_path, procs, primary, backup)
+    served = serve(tmp_path, procs, primary, backup)
     proc = served.proc
     served.cfg.write_text("models: {default: ghost}\n")
     proc.p.send_signal(signal.SIGHUP)
@@ -227,7 +118,7 @@ def test_bad_reload_keeps_running_config(tmp_path: Path, procs: list[Proc],
 
 def test_graceful_shutdown_drains(tmp_path: Path, procs: list[Proc],
                                   primary: FakeModelServer, backup: FakeModelServer) -> None:
-    served = _serve(tmp_path, procs, primary, backup)
+    served = serve(tmp_path, procs, primary, backup)
     proc = served.proc
     primary.fake.latency = 1.0
     box: list[httpx.Response] = []
@@ -265,7 +156,7 @@ def test_sighup_picks_up_rotated_keys(tmp_path: Path, procs: list[Proc],
         {"keyring_file": str(probe_keys), "user": "probe", "tenant": "ops"}]}))
     primary.fake.api_key = "sk-one"
     env_key = "sk-env-must-not-win"
-    served = _serve(tmp_path, procs, primary, backup, env={"MODEL_API_KEY": env_key},
+    served = serve(tmp_path, procs, primary, backup, env={"MODEL_API_KEY": env_key},
                     auth={"tokens_file": str(tokens)},
                     models={"providers": {"primary": {"api_key": None,
                                                       "api_key_file": str(model_keys)}}})

@@ -5,26 +5,17 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.fakes.openai_server import FakeModelServer
-from tests.test_serve_process import Proc, Served, _serve
+from tests.serve_support import Proc, Served, serve
 
 LOAD_THREADS = 24
 KILL_AFTER_ACKS = 300
 REPLAY_WAIT_SECONDS = 30.0
-
-
-@pytest.fixture
-def started() -> Iterator[list[Proc]]:
-    procs: list[Proc] = []
-    yield procs
-    for p in procs:
-        p.stop()
 
 
 class Load:
@@ -100,12 +91,12 @@ def _kill_under_load(served: Served) -> list[str]:
 
 
 def test_kill_9_under_load_loses_no_acknowledged_row(
-        tmp_path: Path, started: list[Proc], primary: FakeModelServer,
+        tmp_path: Path, procs: list[Proc], primary: FakeModelServer,
         backup: FakeModelServer, capsys: pytest.CaptureFixture[str],
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(primary.fake, "record", False)
     primary.fake.latency = 0.005
-    served = _serve(tmp_path, started, primary, backup, logging={"level": "WARNING"},
+    served = serve(tmp_path, procs, primary, backup, logging={"level": "WARNING"},
                     storage={"replay_interval_seconds": 0.5})
     db = served.data / "clawbot.sqlite3"
     # One request through first: token cached, writer and pool warm.
@@ -118,7 +109,7 @@ def test_kill_9_under_load_loses_no_acknowledged_row(
 
     restarted = Proc(["serve", "--config", str(served.cfg)], served.env, served.proc.port,
                      tmp_path / "serve-2.log")
-    started.append(restarted)
+    procs.append(restarted)
     deadline = time.monotonic() + REPLAY_WAIT_SECONDS
     missing = _missing(db, acked)
     while missing and time.monotonic() < deadline:

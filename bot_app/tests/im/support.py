@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from types import SimpleNamespace
@@ -12,6 +13,7 @@ import httpx
 from starlette.applications import Starlette
 
 from clawbot_app.config import Settings
+from clawbot_app.im.builders import build_dingtalk_robot_request
 from clawbot_app.im.common import SeenKeys
 from clawbot_app.im.routes import routes
 from clawbot_app.metrics import Metrics
@@ -107,3 +109,16 @@ async def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError("condition not reached in time")
         await asyncio.sleep(0.01)
+
+
+async def resend_robot_message(client: httpx.AsyncClient, settings: Settings,
+                               body: dict[str, Any], times: int = 3) -> list[int]:
+    """Post ``body`` ``times`` times as DingTalk resends it: each with a new timestamp and sign.
+    Returns the status codes."""
+    now = int(time.time() * 1000)
+    statuses = []
+    for n in range(times):
+        headers, raw = build_dingtalk_robot_request(settings, body, timestamp_ms=now + n)
+        resp = await client.post("/dingtalk/callback", content=raw, headers=headers)
+        statuses.append(resp.status_code)
+    return statuses

@@ -31,7 +31,6 @@ from clawbot_app.db.engine import Database
 from clawbot_app.dedupe import DatabaseDedupe
 from clawbot_app.im import common, dingtalk_crypto, feishu_crypto
 from clawbot_app.im.builders import (
-    build_dingtalk_robot_request,
     dingtalk_robot_message,
     encode_feishu_payload,
     feishu_message_event,
@@ -47,6 +46,7 @@ from .support import (
     FS_ENCRYPT_KEY,
     FS_VERIFICATION_TOKEN,
     TestServices,
+    resend_robot_message,
 )
 
 # ----------------------------------------------------------------- independent Feishu cipher
@@ -225,12 +225,8 @@ async def test_a_message_without_msg_id_is_processed_once(harness, dingtalk_fake
     hook = f"{dingtalk_fake.base_url}/robot/sessionhook?x=1"  # type: ignore[attr-defined]
     body = dingtalk_robot_message(text="no id", session_webhook=hook)
     del body["msgId"]
-    now = int(time.time() * 1000)
-    for n in range(3):
-        headers, raw = build_dingtalk_robot_request(harness.services.settings, body,
-                                                    timestamp_ms=now + n)
-        resp = await harness.client.post("/dingtalk/callback", content=raw, headers=headers)
-        assert resp.status_code == 200
+    assert await resend_robot_message(harness.client, harness.services.settings, body) == \
+        [200, 200, 200]
     await harness.services.drain()
     assert len(harness.services.chat.calls) == 1
 
