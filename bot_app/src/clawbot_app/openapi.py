@@ -41,9 +41,14 @@ def _ref(model: type) -> dict[str, str]:
     return {"$ref": _REF.format(model=model.__name__)}
 
 
+def _body(description: str, media_type: str, schema: dict[str, Any],
+          **headers: Any) -> dict[str, Any]:
+    return {"description": description, "headers": {"X-Trace-Id": _TRACE, **headers},
+            "content": {media_type: {"schema": schema}}}
+
+
 def _json(model: type, description: str, **extra: Any) -> dict[str, Any]:
-    return {"description": description, "headers": {"X-Trace-Id": _TRACE, **extra},
-            "content": {"application/json": {"schema": _ref(model)}}}
+    return _body(description, "application/json", _ref(model), **extra)
 
 
 def _error(description: str, **headers: Any) -> dict[str, Any]:
@@ -122,17 +127,13 @@ def build_document(max_message_chars: int) -> dict[str, Any]:
             },
             "/metrics": {
                 "get": {"operationId": "metrics", "summary": "Prometheus metrics",
-                        "responses": {"200": {
-                            "description": "Prometheus text exposition format.",
-                            "headers": {"X-Trace-Id": _TRACE},
-                            "content": {"text/plain": {"schema": {"type": "string"}}}}}},
+                        "responses": {"200": _body("Prometheus text exposition format.",
+                                                   "text/plain", {"type": "string"})}},
             },
             "/openapi.json": {
                 "get": {"operationId": "openapi", "summary": "This document",
-                        "responses": {"200": {
-                            "description": "OpenAPI 3.1 document.",
-                            "headers": {"X-Trace-Id": _TRACE},
-                            "content": {"application/json": {"schema": {"type": "object"}}}}}},
+                        "responses": {"200": _body("OpenAPI 3.1 document.",
+                                                   "application/json", {"type": "object"})}},
             },
             "/api/v1/chat": {
                 "post": {
