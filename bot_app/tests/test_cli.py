@@ -247,6 +247,16 @@ def test_config_file_not_a_yaml_mapping(tmp_path: Path, content: bytes, error: s
     assert not (tmp_path / "home").exists()
 
 
+def test_config_path_that_cannot_be_opened(tmp_path: Path) -> None:
+    """The read error path, in a form that fails for root too (CI runs as root)."""
+    parent = tmp_path / "a-file"
+    parent.write_text("")
+    path = parent / "cfg.yaml"
+    r = _run(["--config", str(path), "migrate"], _env(tmp_path / "home"))
+    assert r.returncode == 2
+    assert f"  <file>: cannot read {path}: Not a directory" in r.stderr.splitlines(), r.stderr
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
 def test_unreadable_config_file(tmp_path: Path) -> None:
     path = tmp_path / "cfg.yaml"
