@@ -181,6 +181,37 @@ async def test_spool_replay_is_not_blocked_by_a_bad_row(settings: Settings,
     assert [p for p in writer.spool.dir.iterdir() if p.name.startswith("replay-")] == []
 
 
+@pytest.mark.parametrize(("linger_ms", "most_commits"), [(200, 2), (0, 20)])
+async def test_rows_of_a_burst_share_a_transaction_while_the_writer_lingers(
+        sqlite_settings: Settings, linger_ms: int, most_commits: int) -> None:
+    """Requests submit their rows one at a time; with ``writer_linger_ms`` the writer commits
+    a burst of them together instead of once per request (what made the chat path CPU-bound)."""
+    settings = sqlite_settings.model_copy(update={"storage": sqlite_settings.storage.model_copy(
+        update={"writer_linger_ms": linger_ms})})
+    db = Database.from_settings(settings)
+    commits: list[int] = []
+    sa.event.listen(db.engine.sync_engine, "commit", lambda conn: commits.append(1))
+    writer = ConversationWriter(settings, db, Metrics())
+    tenant = f"burst-{uuid.uuid4().hex[:8]}"
+    await writer.start()
+    submitted = []
+    for _ in range(20):  # 20 requests, 5 ms apart: 100 ms in all
+        rows = [log_row(tenant), log_row(tenant, role="assistant")]
+        submitted += rows
+        writer.submit_many(rows)
+        await asyncio.sleep(0.005)
+    await writer.flush()
+    await writer.stop()
+    try:
+        assert await stored_ids(db, tenant) == ids(submitted)
+    finally:
+        await db.close()
+    if linger_ms:
+        assert len(commits) <= most_commits, commits
+    else:
+        assert len(commits) >= 10, "without lingering every request is its own transaction"
+
+
 def test_dead_letter_is_never_replayed(tmp_path: Path) -> None:
     spool = Spool(tmp_path / "spool")
     spool.dead_letter(['{"error":"x","table":"conversation_log","values":{}}'])

@@ -83,7 +83,7 @@ async def chat(request: Request) -> Response:
         req = ChatRequest.model_validate(body)
     except ValidationError as exc:
         raise ValidationFailed(validation_message(exc)) from None
-    message = s.chat.validate(req.message, settings)  # not blank, within max_message_chars
+    message = req.message  # ChatService checks it is not blank and within max_message_chars
     session_id = req.session_id
     # A session belongs to the token's tenant and user: its context is looked up under them
     # only. `user_id` in the body labels the end user the token acts for in the conversation

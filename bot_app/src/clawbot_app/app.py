@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -108,6 +109,12 @@ def create_app(settings: Settings | None = None, config_path: str | None = None,
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.add_signal_handler(signal.SIGHUP, reload_settings, services, path)
                 hup = True
+        # Everything built so far (settings, services, SQLAlchemy and pydantic internals) lives
+        # as long as the process: move it out of the collector's generations, so that the
+        # full collections that the request garbage triggers do not walk it again. Measured on
+        # the chat benchmark: p99 165-210 ms -> 124-132 ms (bot_app/README.md, "Performance").
+        gc.collect()
+        gc.freeze()
         log.info("clawbot-app started", extra={"ecs": {"service.version": _version()}})
         try:
             yield

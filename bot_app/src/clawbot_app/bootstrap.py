@@ -18,7 +18,7 @@ from clawbot_app.db.engine import Database
 from clawbot_app.dedupe import make_dedupe
 from clawbot_app.logwriter import ConversationWriter
 from clawbot_app.metrics import Metrics
-from clawbot_app.providers import ProviderClient, ShardedClient
+from clawbot_app.providers import ModelHttp, ProviderClient
 from clawbot_app.ratelimit import RateLimiter
 from clawbot_app.services import Services
 from clawbot_app.store import make_store
@@ -46,7 +46,7 @@ async def build_services(settings: Settings) -> Services:
     keyring = Keyring.from_settings(settings)
     writer = ConversationWriter(settings, db, metrics)
     await writer.start()
-    model_pool = ShardedClient()
+    model_pool = await ModelHttp.open()
     chat = ChatService(settings, store, db, keyring, writer, ProviderClient(model_pool, metrics),
                        metrics)
     services = Services(

@@ -53,14 +53,14 @@ class ChatStream:
 async def _first_answer(candidates: list[str],
                         call: Callable[[str], Awaitable[_Answer]]) -> _Answer:
     """Try the providers in order (routing, then fallback); raise the last error if all fail."""
-    last: ApiError = UpstreamError("model call failed")
+    last: ApiError | None = None
     for name in candidates:
         try:
             return await call(name)
         except ApiError as exc:
             log.warning("provider %s failed: %s", name, exc.code)
             last = exc
-    raise last
+    raise last or UpstreamError("model call failed")
 
 
 class ChatService:

@@ -47,6 +47,10 @@ class StorageSettings(_Section):
     redis_url: str = ""
     writer_queue_size: int = Field(10000, ge=10)
     writer_batch_size: int = Field(200, ge=1)
+    # After the first row of a batch the writer waits this long for more rows, so that under
+    # load it commits a few large transactions instead of many small ones (the rows are in the
+    # crash journal already; this only delays when they appear in the database).
+    writer_linger_ms: int = Field(25, ge=0, le=1000)
     replay_interval_seconds: float = Field(5.0, gt=0)
     # Crash journal of the conversation-log writer: "never" survives a process kill (the
     # default), "batch" also a power loss of rows older than one batch, "always" every row.

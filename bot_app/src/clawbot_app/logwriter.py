@@ -217,6 +217,7 @@ class ConversationWriter:
         self.metrics = metrics
         self.batch_size = st.writer_batch_size
         self.replay_interval = st.replay_interval_seconds
+        self.linger = st.writer_linger_ms / 1000
         self.queue: asyncio.Queue[_Item | None] = asyncio.Queue(maxsize=st.writer_queue_size)
         self.spool = Spool(st.data_path / "spool")
         fsync: FsyncPolicy = st.journal_fsync
@@ -312,6 +313,8 @@ class ConversationWriter:
                 self.journal.rotate_idle()
                 await self._guarded(self._maybe_replay())
                 continue
+            if first is not None and self.linger and self.queue.qsize() < self.batch_size:
+                await asyncio.sleep(self.linger)
             items, taken, stop = self._take_batch(first)
             try:
                 if items:
