@@ -151,15 +151,6 @@ async def test_non_text_message_acknowledged_without_chat(harness, dingtalk_fake
     assert harness.services.chat.calls == []
 
 
-async def test_body_size_limit(harness):
-    headers, _ = build_dingtalk_robot_request(harness.services.settings, {})
-    limit = harness.services.settings.limits.max_body_bytes
-    resp = await harness.client.post("/dingtalk/callback", content=b"x" * (limit + 1),
-                                     headers=headers)
-    assert resp.status_code == 413
-    assert resp.json()["error"]["code"] == "body_too_large"
-
-
 @pytest.mark.parametrize("settings_overrides", [{"dingtalk": {"app_secret": None}}])
 async def test_not_configured(harness):
     headers, raw = {"timestamp": "1", "sign": "x"}, b"{}"

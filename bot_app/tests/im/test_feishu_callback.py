@@ -255,12 +255,6 @@ async def test_bad_app_secret_no_reply(harness, feishu_fake, caplog):
     assert "wrong-secret" not in caplog.text
 
 
-async def test_body_size_limit(harness):
-    limit = harness.services.settings.limits.max_body_bytes
-    resp = await _post(harness, {}, b" " * (limit + 10))
-    assert resp.status_code == 413
-
-
 @pytest.mark.parametrize(
     "settings_overrides",
     [{"feishu": {"verification_token": None, "encrypt_key": None}}])

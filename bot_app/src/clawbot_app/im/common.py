@@ -103,29 +103,6 @@ def get_services(request: Request) -> CallbackServices:
     return request.app.state.services
 
 
-def max_body_bytes(settings: Settings) -> int:
-    return settings.limits.max_body_bytes
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """Read the raw body, refusing anything over ``limit`` bytes with 413."""
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        try:
-            if int(declared) > limit:
-                raise CallbackError(413, "body_too_large", f"body exceeds {limit} bytes")
-        except ValueError:
-            raise CallbackError(400, "bad_request", "invalid Content-Length") from None
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise CallbackError(413, "body_too_large", f"body exceeds {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def parse_json_object(raw: bytes | str) -> dict[str, Any]:
     """A JSON object under ``clawbot_app.jsonbody``'s rules (depth, valid Unicode), else 400."""
     try:
