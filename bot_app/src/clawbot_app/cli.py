@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
 from collections.abc import Sequence
 
@@ -34,10 +33,10 @@ def _load(args: argparse.Namespace) -> Settings:
 
 def _source(args: argparse.Namespace) -> str:
     """Where the configuration comes from, for messages."""
-    if args.config:
-        return str(args.config)
-    env = os.environ.get(CONFIG_ENV)
-    return f"${CONFIG_ENV}={env}" if env else "<defaults>"
+    path = resolve_config_path(args.config)
+    if path is None:
+        return "<defaults>"
+    return path if args.config else f"${CONFIG_ENV}={path}"
 
 
 def _print_errors(args: argparse.Namespace, exc: ConfigError) -> None:
