@@ -34,6 +34,8 @@ import yaml
 
 BENCH_DIR = Path(__file__).resolve().parent
 APP_DIR = BENCH_DIR.parent
+# The repository's one fake model provider (asyncio, stdlib only; uvloop when installed).
+FAKE_PROVIDER = APP_DIR.parent / "tests" / "fakes" / "openai_provider.py"
 PY = sys.executable
 CLI = shutil.which("clawbot-app") or str(Path(PY).parent / "clawbot-app")
 MODEL_LATENCY = 0.1
@@ -197,12 +199,11 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="clawbot-bench-") as tmp:
         work = Path(tmp)
         env = {k: v for k, v in os.environ.items() if not k.startswith("CLAWBOT")}
-        env["PYTHONPATH"] = str(APP_DIR) + os.pathsep + env.get("PYTHONPATH", "")
         model_port, app_port, hello_port = free_port(), free_port(), free_port()
         cfg = write_config(work, app_port, model_port, args.workers)
-        with process([PY, "-m", "tests.fakes.openai_server", "--port", str(model_port),
-                      "--latency", str(MODEL_LATENCY), "--api-key", "sk-bench", "--lean"],
-                     work / "fake.log", env, cwd=APP_DIR), \
+        with process([PY, str(FAKE_PROVIDER), "--port", str(model_port),
+                      "--latency", str(MODEL_LATENCY), "--api-key", "sk-bench"],
+                     work / "fake.log", env), \
              process([PY, "-m", "uvicorn", "--app-dir", str(BENCH_DIR), "hello_app:app",
                       "--host", "127.0.0.1", "--port", str(hello_port), "--loop", "uvloop",
                       "--http", "httptools", "--no-access-log", "--log-level", "warning",

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from fakes.openai_provider import FakeModel, FakeModelServer
 
 from clawbot_app.app import reload_settings
 from clawbot_app.services import Services
-from tests.fakes.openai_server import FakeModel, FakeModelServer
 from tests.serve_support import Proc
 from tests.support import free_port, wait_port
 

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from fakes.openai_provider import FakeModelServer
 
-from tests.fakes.openai_server import FakeModelServer
 from tests.support import deep_merge, free_port, wait_port
 
 CLI = shutil.which("clawbot-app") or str(Path(sys.executable).parent / "clawbot-app")

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from fakes.openai_provider import FakeModelServer
 
 from clawbot_app.config import Settings
 from clawbot_app.db.schema import conversation_log, dialog_sessions
 from clawbot_app.db.tokens import revoke_token
 from clawbot_app.services import Services
-from tests.fakes.openai_server import FakeModelServer
 from tests.support import Harness, running_app, settings_dict
 
 

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from fakes.openai_provider import FakeModelServer
 
 from clawbot_app.config import Settings
 from clawbot_app.db.schema import conversation_log
-from tests.fakes.openai_server import FakeModelServer
 from tests.support import running_app, settings_dict
 
 DEEP = b'{"message": ' + b"[" * 5000 + b"]" * 5000 + b"}"

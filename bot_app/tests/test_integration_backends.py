@@ -10,12 +10,12 @@ import uuid
 from pathlib import Path
 
 import sqlalchemy as sa
+from fakes.openai_provider import FakeModelServer
 
 from clawbot_app.config import Settings
 from clawbot_app.db.schema import conversation_log, dialog_sessions
 from clawbot_app.store import RedisStore
 from tests.conftest import MariaDB, RedisProc
-from tests.fakes.openai_server import FakeModelServer
 from tests.support import running_app, settings_dict
 
 

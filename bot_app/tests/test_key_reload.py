@@ -13,12 +13,12 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 import yaml
+from fakes.openai_provider import FakeModelServer
 
 from clawbot_app.config import ConfigError, load_settings
 from clawbot_app.crypto import rotate_keyring_file
 from clawbot_app.db.schema import conversation_log
 from clawbot_app.services import Services
-from tests.fakes.openai_server import FakeModelServer
 from tests.support import keyring_series, running_app, settings_dict, write_keyring
 
 

@@ -9,13 +9,13 @@ import uuid
 from pathlib import Path
 
 import sqlalchemy as sa
+from fakes.openai_provider import FakeModelServer
 
 from clawbot_app.config import Settings
 from clawbot_app.db.engine import utcnow
 from clawbot_app.db.schema import tenant_config
 from clawbot_app.store import RedisStore
 from tests.conftest import RedisProc
-from tests.fakes.openai_server import FakeModelServer
 from tests.support import Harness, running_app, settings_dict
 
 

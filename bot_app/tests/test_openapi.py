@@ -20,6 +20,7 @@ import httpx
 import pytest
 import schemathesis
 import yaml
+from fakes.openai_provider import FakeModel, FakeModelServer
 from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
@@ -32,7 +33,6 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from clawbot_app.schemas import ChatRequest
-from tests.fakes.openai_server import FakeModel, FakeModelServer
 from tests.serve_support import Proc, clean_env, create_token
 from tests.support import free_port
 

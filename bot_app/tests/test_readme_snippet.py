@@ -16,8 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fakes.openai_provider import FakeModel, FakeModelServer
 
-from tests.fakes.openai_server import FakeModel, FakeModelServer
 from tests.support import free_port
 
 README = Path(__file__).resolve().parents[2] / "README.md"

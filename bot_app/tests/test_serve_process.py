@@ -13,10 +13,10 @@ from pathlib import Path
 import httpx
 import sqlalchemy as sa
 import yaml
+from fakes.openai_provider import FakeModelServer
 
 from clawbot_app.db.engine import make_engine
 from clawbot_app.db.schema import conversation_log
-from tests.fakes.openai_server import FakeModelServer
 from tests.serve_support import CLI, Proc, clean_env, serve
 from tests.support import free_port, keyring_series, write_keyring
 

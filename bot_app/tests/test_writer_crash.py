@@ -9,8 +9,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from fakes.openai_provider import FakeModelServer
 
-from tests.fakes.openai_server import FakeModelServer
 from tests.serve_support import Proc, Served, serve
 
 LOAD_THREADS = 24

@@ -1,4 +1,4 @@
-"""The IM fakes and test PKI of the module unit tests are imported through the collection path."""
+"""The IM fakes and test PKI (tests/fakes/) are imported through the collection path."""
 
 from __future__ import annotations
 

@@ -11,12 +11,10 @@ from typing import Any
 
 import pytest
 import yaml
-from ansible_collections.clawbot.stack.tests.unit.plugins.modules.im_fakes import (
-    DingTalkApi,
-    FakeServer,
-    FeishuApi,
-    make_pki,
-)
+from ansible_collections.clawbot.stack.tests.fakes.dingtalk import FakeDingTalk
+from ansible_collections.clawbot.stack.tests.fakes.feishu import FakeFeishu
+from ansible_collections.clawbot.stack.tests.fakes.httpd import FakeServer
+from ansible_collections.clawbot.stack.tests.fakes.pki import make_pki
 from playbook_support import BotProcess, run_playbook
 
 # Test values only (fake platforms on loopback).
@@ -32,9 +30,9 @@ SECRETS = [v for d in (DINGTALK, FEISHU) for k, v in d.items() if k not in ("app
 @dataclass
 class Stack:
     bot: BotProcess
-    dingtalk: DingTalkApi
+    dingtalk: FakeDingTalk
     dingtalk_server: FakeServer
-    feishu: FeishuApi
+    feishu: FakeFeishu
     feishu_server: FakeServer
     ca: Path
     workdir: Path
@@ -55,10 +53,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     }))
     cert, key = pki.certs["valid"]
     bot = BotProcess(config, cert, key, pki.ca_bundle)
-    dingtalk = DingTalkApi(DINGTALK["app_key"], DINGTALK["app_secret"], "dt-oauth2-issued", "dt-legacy-issued",
-                           robot_token=DINGTALK["robot_token"], robot_secret=DINGTALK["robot_secret"])
-    feishu = FeishuApi(FEISHU["app_id"], FEISHU["app_secret"], "t-issued", hook_token=FEISHU["hook_token"],
-                       hook_secret=FEISHU["hook_secret"])
+    dingtalk = FakeDingTalk(DINGTALK["app_key"], DINGTALK["app_secret"], oauth2_token="dt-oauth2-issued",
+                            legacy_token="dt-legacy-issued", robot_token=DINGTALK["robot_token"],
+                            robot_secret=DINGTALK["robot_secret"])
+    feishu = FakeFeishu(FEISHU["app_id"], FEISHU["app_secret"], tenant_token="t-issued",
+                        hook_token=FEISHU["hook_token"], hook_secret=FEISHU["hook_secret"])
     with FakeServer(dingtalk, max_lifetime=600) as dt_server, FakeServer(feishu, max_lifetime=600) as fs_server:
         bot.start()
         try:
@@ -71,18 +70,18 @@ def _apps(stack: Stack, **overrides: Any) -> list[dict[str, Any]]:
     dingtalk = {
         "name": "dingtalk-helpdesk", "platform": "dingtalk",
         "app_key": DINGTALK["app_key"], "app_secret": DINGTALK["app_secret"],
-        "api_base": stack.dingtalk_server.url, "oapi_base": stack.dingtalk_server.url,
+        "api_base": stack.dingtalk_server.base_url, "oapi_base": stack.dingtalk_server.base_url,
         "callback_url": f"{stack.bot.url}/dingtalk/callback", "ca_path": str(stack.ca),
         "token": DINGTALK["token"], "aes_key": DINGTALK["aes_key"],
-        "webhook_url": f"{stack.dingtalk_server.url}/robot/send?access_token={DINGTALK['robot_token']}",
+        "webhook_url": f"{stack.dingtalk_server.base_url}/robot/send?access_token={DINGTALK['robot_token']}",
         "webhook_secret": DINGTALK["robot_secret"], "send_test_message": True,
     }
     feishu = {
         "name": "feishu-helpdesk", "platform": "feishu",
-        "app_id": FEISHU["app_id"], "app_secret": FEISHU["app_secret"], "api_base": stack.feishu_server.url,
+        "app_id": FEISHU["app_id"], "app_secret": FEISHU["app_secret"], "api_base": stack.feishu_server.base_url,
         "callback_url": f"{stack.bot.url}/feishu/callback", "ca_path": str(stack.ca),
         "verification_token": FEISHU["verification_token"], "encrypt_key": FEISHU["encrypt_key"],
-        "webhook_url": f"{stack.feishu_server.url}/open-apis/bot/v2/hook/{FEISHU['hook_token']}",
+        "webhook_url": f"{stack.feishu_server.base_url}/open-apis/bot/v2/hook/{FEISHU['hook_token']}",
         "webhook_secret": FEISHU["hook_secret"], "send_test_message": True,
     }
     for name, changes in overrides.items():
@@ -103,23 +102,24 @@ def _assert_no_secret(output: str) -> None:
 
 
 def test_every_check_passes_against_the_real_bot(stack: Stack) -> None:
-    sent_before = (len(stack.dingtalk.messages), len(stack.feishu.messages))
+    sent_before = (len(stack.dingtalk.robot_messages), len(stack.feishu.hook_messages))
     result = _run(stack, _apps(stack), "-v")
     assert result.returncode == 0, result.output
     for app in ("dingtalk-helpdesk (dingtalk)", "feishu-helpdesk (feishu)"):
         assert (f"{app}: OK -- credentials=ok; callback_tls=ok; callback_verification=ok; webhook=ok"
                 in result.output), result.output
     assert "All 2 IM app(s) passed their required checks." in result.output
-    assert (len(stack.dingtalk.messages), len(stack.feishu.messages)) == (sent_before[0] + 1, sent_before[1] + 1)
+    sent_after = (len(stack.dingtalk.robot_messages), len(stack.feishu.hook_messages))
+    assert sent_after == (sent_before[0] + 1, sent_before[1] + 1)
     _assert_no_secret(result.output)
 
 
 def test_check_mode_sends_no_message(stack: Stack) -> None:
-    sent_before = (len(stack.dingtalk.messages), len(stack.feishu.messages))
+    sent_before = (len(stack.dingtalk.robot_messages), len(stack.feishu.hook_messages))
     result = _run(stack, _apps(stack), "--check")
     assert result.returncode == 0, result.output
     assert "callback_verification=ok; webhook=skipped" in result.output
-    assert (len(stack.dingtalk.messages), len(stack.feishu.messages)) == sent_before
+    assert (len(stack.dingtalk.robot_messages), len(stack.feishu.hook_messages)) == sent_before
 
 
 def test_wrong_secrets_fail_the_run_with_the_platform_codes(stack: Stack) -> None:

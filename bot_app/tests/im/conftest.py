@@ -8,41 +8,41 @@ from typing import Any
 
 import httpx
 import pytest
+from fakes.dingtalk import FakeDingTalk
+from fakes.feishu import FakeFeishu
+from fakes.httpd import FakeServer
 
-from .fakes_platforms import FakeDingTalk, FakeFeishu, ServerThread
 from .support import FS_APP_ID, FS_APP_SECRET, TestServices, build_app, make_settings
 
+SESSION_LIFETIME = 3600.0  # the servers live for the whole test session
+
 
 @pytest.fixture(scope="session")
-def _feishu_server() -> Iterator[tuple[FakeFeishu, ServerThread]]:
+def _feishu_server() -> Iterator[FakeFeishu]:
     fake = FakeFeishu(app_id=FS_APP_ID, app_secret=FS_APP_SECRET)
-    server = ServerThread(fake.app()).start()
-    yield fake, server
-    server.stop()
+    with FakeServer(fake, max_lifetime=SESSION_LIFETIME) as server:
+        fake.base_url = server.base_url
+        yield fake
 
 
 @pytest.fixture(scope="session")
-def _dingtalk_server() -> Iterator[tuple[FakeDingTalk, ServerThread]]:
+def _dingtalk_server() -> Iterator[FakeDingTalk]:
     fake = FakeDingTalk()
-    server = ServerThread(fake.app()).start()
-    yield fake, server
-    server.stop()
+    with FakeServer(fake, max_lifetime=SESSION_LIFETIME) as server:
+        fake.base_url = server.base_url
+        yield fake
 
 
 @pytest.fixture
-def feishu_fake(_feishu_server: tuple[FakeFeishu, ServerThread]) -> FakeFeishu:
-    fake, server = _feishu_server
-    fake.reset()
-    fake.base_url = server.base_url  # type: ignore[attr-defined]
-    return fake
+def feishu_fake(_feishu_server: FakeFeishu) -> FakeFeishu:
+    _feishu_server.reset()
+    return _feishu_server
 
 
 @pytest.fixture
-def dingtalk_fake(_dingtalk_server: tuple[FakeDingTalk, ServerThread]) -> FakeDingTalk:
-    fake, server = _dingtalk_server
-    fake.reset()
-    fake.base_url = server.base_url  # type: ignore[attr-defined]
-    return fake
+def dingtalk_fake(_dingtalk_server: FakeDingTalk) -> FakeDingTalk:
+    _dingtalk_server.reset()
+    return _dingtalk_server
 
 
 @dataclass
@@ -63,8 +63,8 @@ async def harness(
     feishu_fake: FakeFeishu, dingtalk_fake: FakeDingTalk, settings_overrides: dict[str, Any]
 ) -> AsyncIterator[Harness]:
     settings = make_settings(
-        feishu_base=feishu_fake.base_url,  # type: ignore[attr-defined]
-        dingtalk_base=dingtalk_fake.base_url,  # type: ignore[attr-defined]
+        feishu_base=feishu_fake.base_url,
+        dingtalk_base=dingtalk_fake.base_url,
         **settings_overrides,
     )
     async with httpx.AsyncClient(timeout=5.0) as outbound:

@@ -7,6 +7,8 @@ fake Feishu/DingTalk servers on 127.0.0.1.
 from __future__ import annotations
 
 import contextlib
+import socket
+import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+import uvicorn
 
 from clawbot_app.app import create_app
 from clawbot_app.config import Settings
@@ -27,7 +30,6 @@ from clawbot_app.im.builders import (
 from clawbot_app.im.dingtalk_crypto import DingTalkEventCrypto
 from clawbot_app.im.feishu_crypto import HEADER_SIGNATURE
 
-from .fakes_platforms import ServerThread
 from .support import (
     DT_AES_KEY,
     DT_APP_KEY,
@@ -39,6 +41,35 @@ from .support import (
     FS_VERIFICATION_TOKEN,
     wait_for,
 )
+
+
+class _UvicornThread:
+    """The real app (not a fake) under uvicorn on 127.0.0.1:<free port>, in a daemon thread."""
+
+    def __init__(self, app: Any) -> None:
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind(("127.0.0.1", 0))
+        self.base_url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
+        config = uvicorn.Config(app, log_level="warning", lifespan="on", loop="asyncio",
+                                access_log=False, timeout_graceful_shutdown=5)
+        self.server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self._sock]},
+                                        daemon=True)
+
+    def start(self) -> _UvicornThread:
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            if time.monotonic() > deadline:
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self._thread.join(timeout=15)
+        self._sock.close()
 
 
 def _settings_dict(
@@ -77,6 +108,26 @@ async def real_app(tmp_path, primary, feishu_fake, dingtalk_fake):
                          dingtalk_fake.base_url)
     async with _running(settings) as (app, client):
         yield app, client
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+@pytest.mark.parametrize("path", ["/feishu/callback", "/dingtalk/callback"])
+async def test_callback_body_over_the_limit_is_refused(real_app, primary, path, chunked):
+    """The middleware enforces ``limits.max_body_bytes`` for the callbacks too, declared or
+    not (no Content-Length): 413 in the JSON error shape, nothing reaches the model."""
+    app, client = real_app
+    limit = app.state.services.settings.limits.max_body_bytes
+    body = b"{" + b" " * limit + b"}"
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for i in range(0, len(body), 4096):
+            yield body[i:i + 4096]
+
+    resp = await client.post(path, content=chunks() if chunked else body,
+                             headers={"content-type": "application/json"})
+    assert resp.status_code == 413
+    assert resp.json()["error"]["code"] == "body_too_large"
+    assert primary.fake.requests == []
 
 
 async def test_feishu_message_end_to_end(real_app, primary, feishu_fake):
@@ -177,7 +228,7 @@ def test_real_uvicorn_on_loopback(tmp_path, primary, feishu_fake, dingtalk_fake)
     """Same app served by uvicorn on a real 127.0.0.1 socket (raw bytes over real HTTP)."""
     settings = _settings(tmp_path, primary.base_url + "/v1", feishu_fake.base_url,
                          dingtalk_fake.base_url)
-    server = ServerThread(create_app(settings, install_sighup=False), lifespan="on").start()
+    server = _UvicornThread(create_app(settings, install_sighup=False)).start()
     try:
         with httpx.Client(base_url=server.base_url, timeout=10) as client:
             headers, body = build_feishu_message_request(settings, text="over tcp")

@@ -209,7 +209,7 @@ async def test_a_captured_timestamp_and_sign_carry_one_body_only(harness, dingta
     ts = str(int(time.time() * 1000))
     headers = {"timestamp": ts, "sign": _independent_robot_sign(ts),
                "Content-Type": "application/json"}
-    hook = f"{dingtalk_fake.base_url}/robot/sessionhook?x=1"  # type: ignore[attr-defined]
+    hook = f"{dingtalk_fake.base_url}/robot/sessionhook?x=1"
     statuses = []
     for text in ("first", "forged second", "forged third"):
         body = dingtalk_robot_message(text=text, session_webhook=hook)
@@ -222,7 +222,7 @@ async def test_a_captured_timestamp_and_sign_carry_one_body_only(harness, dingta
 
 
 async def test_a_message_without_msg_id_is_processed_once(harness, dingtalk_fake) -> None:
-    hook = f"{dingtalk_fake.base_url}/robot/sessionhook?x=1"  # type: ignore[attr-defined]
+    hook = f"{dingtalk_fake.base_url}/robot/sessionhook?x=1"
     body = dingtalk_robot_message(text="no id", session_webhook=hook)
     del body["msgId"]
     assert await resend_robot_message(harness.client, harness.services.settings, body) == \

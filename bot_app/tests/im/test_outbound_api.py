@@ -97,7 +97,7 @@ async def test_session_webhook_reply(http, dingtalk_fake):
 
 
 async def test_group_robot_signed_webhook(http, dingtalk_fake):
-    url = f"{dingtalk_fake.base_url}/robot/send?access_token={dingtalk_fake.robot_access_token}"
+    url = f"{dingtalk_fake.base_url}/robot/send?access_token={dingtalk_fake.robot_token}"
     payload = {"msgtype": "text", "text": {"content": "alert"}}
     await dingtalk_api.send_group_robot(http, url, payload, secret=dingtalk_fake.robot_secret)
     assert dingtalk_fake.robot_messages.items() == [payload]

@@ -11,7 +11,8 @@ from urllib.parse import parse_qsl, unquote_plus, urlsplit
 
 import pytest
 from ansible_collections.clawbot.stack.plugins.module_utils import im_protocols as p
-from ansible_collections.clawbot.stack.tests.unit.plugins.modules import im_fakes
+from ansible_collections.clawbot.stack.tests.fakes import dingtalk as fake_dingtalk
+from ansible_collections.clawbot.stack.tests.fakes import feishu as fake_feishu
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 # Published vector of the official DingTalk-Callback-Crypto repository (see the protocol notes).
@@ -156,7 +157,7 @@ def test_dingtalk_envelope_round_trip_is_signed(crypto: p.DingTalkEventCrypto) -
 
 
 def test_dingtalk_agrees_with_the_independent_fake(crypto: p.DingTalkEventCrypto) -> None:
-    fake = im_fakes.DingTalkEventCipher(DT_TOKEN, DT_AES_KEY, DT_OWNER_KEY)
+    fake = fake_dingtalk.EventCipher(DT_TOKEN, DT_AES_KEY, DT_OWNER_KEY)
     assert fake.decrypt(crypto.encrypt("success")) == ("success", DT_OWNER_KEY.encode())
     assert crypto.decrypt(fake.encrypt("from the fake")) == "from the fake"
 
@@ -242,7 +243,7 @@ def test_dingtalk_signed_webhook_url_uses_the_current_time_in_ms() -> None:
     signed = p.dingtalk_signed_webhook_url("https://h/robot/send?access_token=a", "SECx")
     timestamp = int(dict(parse_qsl(urlsplit(signed).query))["timestamp"])
     assert before <= timestamp <= p.now_ms()
-    assert im_fakes.dingtalk_robot_sign("SECx", str(timestamp)) == dict(parse_qsl(urlsplit(signed).query))["sign"]
+    assert fake_dingtalk.robot_sign("SECx", str(timestamp)) == dict(parse_qsl(urlsplit(signed).query))["sign"]
 
 
 # --------------------------------------------------------------------------- Feishu event crypto
@@ -270,7 +271,7 @@ def test_feishu_round_trip_and_16_byte_padding(message: str) -> None:
     assert (len(raw) - 16) % 16 == 0
     assert len(raw) - 16 == (len(message.encode()) // 16 + 1) * 16  # a full block when already aligned
     assert p.feishu_decrypt(FS_KEY, encrypted) == message
-    assert im_fakes.feishu_decrypt(FS_KEY, encrypted) == message
+    assert fake_feishu.decrypt(FS_KEY, encrypted) == message
 
 
 def test_feishu_wrong_key_or_malformed_input_is_rejected() -> None:
@@ -315,7 +316,7 @@ def test_feishu_webhook_sign_key_and_message_are_reversed() -> None:
     expected = base64.b64encode(hmac.new(f"{timestamp}\n{secret}".encode(), b"", hashlib.sha256).digest()).decode()
     assert p.feishu_webhook_sign(secret, timestamp) == expected
     assert p.feishu_webhook_sign(secret, timestamp) != p.dingtalk_webhook_sign(secret, timestamp)
-    assert im_fakes.feishu_hook_sign(secret, timestamp) == expected
+    assert fake_feishu.hook_sign(secret, timestamp) == expected
 
 
 def test_feishu_webhook_body() -> None:

@@ -7,19 +7,20 @@ import ssl
 
 import pytest
 from ansible_collections.clawbot.stack.plugins.module_utils import tls_probe
-from ansible_collections.clawbot.stack.tests.unit.plugins.modules import im_fakes
+from ansible_collections.clawbot.stack.tests.fakes.httpd import FakeServer, SilentTlsPort, closed_port, json_response
+from ansible_collections.clawbot.stack.tests.fakes.pki import Pki, make_pki
 
 
 @pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> im_fakes.Pki:
-    return im_fakes.make_pki(tmp_path_factory.mktemp("pki"))
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    return make_pki(tmp_path_factory.mktemp("pki"))
 
 
-def serve(pki: im_fakes.Pki, cert: str) -> im_fakes.FakeServer:
-    return im_fakes.FakeServer(lambda request: im_fakes.json_response({}), tls_context=pki.server_context(cert))
+def serve(pki: Pki, cert: str) -> FakeServer:
+    return FakeServer(lambda request: json_response({}), tls_context=pki.server_context(cert))
 
 
-def test_valid_certificate_is_verified_with_ca_path(pki: im_fakes.Pki) -> None:
+def test_valid_certificate_is_verified_with_ca_path(pki: Pki) -> None:
     with serve(pki, "valid") as server:
         result = tls_probe.probe("127.0.0.1", server.port, timeout=3, ca_path=str(pki.ca_bundle))
 
@@ -32,14 +33,14 @@ def test_valid_certificate_is_verified_with_ca_path(pki: im_fakes.Pki) -> None:
     assert 363 <= result.days_left <= 365
 
 
-def test_localhost_name_matches_too(pki: im_fakes.Pki) -> None:
+def test_localhost_name_matches_too(pki: Pki) -> None:
     with serve(pki, "valid") as server:
         result = tls_probe.probe("localhost", server.port, timeout=3, ca_path=str(pki.ca_bundle))
 
     assert (result.verified, result.reason) == (True, None)
 
 
-def test_days_left_and_not_after_use_the_given_clock(pki: im_fakes.Pki) -> None:
+def test_days_left_and_not_after_use_the_given_clock(pki: Pki) -> None:
     with serve(pki, "valid") as server:
         now = datetime.datetime.now(datetime.timezone.utc)  # noqa: UP017 - tests may run on Python 3.8+
         result = tls_probe.probe("127.0.0.1", server.port, timeout=3, ca_path=str(pki.ca_bundle),
@@ -56,7 +57,7 @@ def test_days_left_and_not_after_use_the_given_clock(pki: im_fakes.Pki) -> None:
     ("unknown_ca", "unknown_ca", "certificate is not signed by a trusted CA"),
     ("self_signed", "self_signed", "certificate is self-signed"),
 ])
-def test_verification_failures_are_classified_and_still_read(pki: im_fakes.Pki, cert: str, reason: str,
+def test_verification_failures_are_classified_and_still_read(pki: Pki, cert: str, reason: str,
                                                              text: str) -> None:
     with serve(pki, cert) as server:
         result = tls_probe.probe("127.0.0.1", server.port, timeout=3, ca_path=str(pki.ca_bundle))
@@ -67,14 +68,14 @@ def test_verification_failures_are_classified_and_still_read(pki: im_fakes.Pki, 
     assert result.has_certificate and result.subject and result.issuer
 
 
-def test_expired_certificate_has_negative_days_left(pki: im_fakes.Pki) -> None:
+def test_expired_certificate_has_negative_days_left(pki: Pki) -> None:
     with serve(pki, "expired") as server:
         result = tls_probe.probe("127.0.0.1", server.port, timeout=3, ca_path=str(pki.ca_bundle))
 
     assert result.days_left in (-2, -3)
 
 
-def test_system_store_does_not_trust_the_test_ca(pki: im_fakes.Pki) -> None:
+def test_system_store_does_not_trust_the_test_ca(pki: Pki) -> None:
     with serve(pki, "valid") as server:
         result = tls_probe.probe("127.0.0.1", server.port, timeout=3)
 
@@ -83,21 +84,21 @@ def test_system_store_does_not_trust_the_test_ca(pki: im_fakes.Pki) -> None:
 
 
 def test_refused() -> None:
-    result = tls_probe.probe("127.0.0.1", im_fakes.closed_port(), timeout=3)
+    result = tls_probe.probe("127.0.0.1", closed_port(), timeout=3)
 
     assert (result.verified, result.reason, result.message) == (False, "refused", "connection refused")
     assert not result.has_certificate and result.days_left is None
 
 
 def test_timeout() -> None:
-    with im_fakes.SilentTlsPort() as port:
+    with SilentTlsPort() as port:
         result = tls_probe.probe("127.0.0.1", port.port, timeout=0.3)
 
     assert (result.reason, result.message) == ("timeout", "timed out")
 
 
 def test_plain_http_server_is_a_tls_failure() -> None:
-    with im_fakes.FakeServer(lambda request: im_fakes.json_response({})) as server:
+    with FakeServer(lambda request: json_response({})) as server:
         result = tls_probe.probe("127.0.0.1", server.port, timeout=3)
 
     assert result.reason == "tls"

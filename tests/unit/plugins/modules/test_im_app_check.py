@@ -17,16 +17,19 @@ from ansible.module_utils import _internal as module_utils_internal
 from ansible.module_utils import basic
 from ansible_collections.clawbot.stack.plugins.module_utils import im_protocols
 from ansible_collections.clawbot.stack.plugins.modules import im_app_check
-from ansible_collections.clawbot.stack.tests.unit.plugins.modules import im_fakes
-from ansible_collections.clawbot.stack.tests.unit.plugins.modules.im_fakes import (
-    DingTalkApi,
-    DingTalkCallback,
+from ansible_collections.clawbot.stack.tests.fakes import dingtalk, feishu
+from ansible_collections.clawbot.stack.tests.fakes.dingtalk import DingTalkCallback, FakeDingTalk
+from ansible_collections.clawbot.stack.tests.fakes.feishu import FakeFeishu, FeishuCallback
+from ansible_collections.clawbot.stack.tests.fakes.httpd import (
     FakeServer,
-    FeishuApi,
-    FeishuCallback,
+    Request,
+    Response,
     SilentTlsPort,
     closed_port,
+    json_response,
+    text_response,
 )
+from ansible_collections.clawbot.stack.tests.fakes.pki import EXPIRING_SOON_DAYS, Pki, make_pki
 
 # DingTalk app
 DT_APP_KEY = "dingappkey7x1q2w3e4r"
@@ -134,54 +137,56 @@ def only(*names: str) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> im_fakes.Pki:
-    return im_fakes.make_pki(tmp_path_factory.mktemp("pki"))
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    return make_pki(tmp_path_factory.mktemp("pki"))
 
 
 @pytest.fixture
 def dingtalk_api():
-    app = DingTalkApi(DT_APP_KEY, DT_APP_SECRET, DT_OAUTH2_TOKEN, DT_LEGACY_TOKEN, DT_ROBOT_TOKEN, DT_ROBOT_SECRET)
+    app = FakeDingTalk(DT_APP_KEY, DT_APP_SECRET, oauth2_token=DT_OAUTH2_TOKEN, legacy_token=DT_LEGACY_TOKEN,
+                       robot_token=DT_ROBOT_TOKEN, robot_secret=DT_ROBOT_SECRET)
     with FakeServer(app) as server:
         yield server
 
 
 @pytest.fixture
 def feishu_api():
-    app = FeishuApi(FS_APP_ID, FS_APP_SECRET, FS_TENANT_TOKEN, FS_HOOK_TOKEN, FS_HOOK_SECRET)
+    app = FakeFeishu(FS_APP_ID, FS_APP_SECRET, tenant_token=FS_TENANT_TOKEN, hook_token=FS_HOOK_TOKEN,
+                     hook_secret=FS_HOOK_SECRET)
     with FakeServer(app) as server:
         yield server
 
 
 def dingtalk_args(api: FakeServer, **extra: Any) -> dict[str, Any]:
-    args = {"platform": "dingtalk", "app_key": DT_APP_KEY, "app_secret": DT_APP_SECRET, "api_base": api.url,
-            "oapi_base": api.url}
+    args = {"platform": "dingtalk", "app_key": DT_APP_KEY, "app_secret": DT_APP_SECRET, "api_base": api.base_url,
+            "oapi_base": api.base_url}
     args.update(only("credentials"))
     args.update(extra)
     return args
 
 
 def feishu_args(api: FakeServer, platform: str = "feishu", **extra: Any) -> dict[str, Any]:
-    args = {"platform": platform, "app_id": FS_APP_ID, "app_secret": FS_APP_SECRET, "api_base": api.url}
+    args = {"platform": platform, "app_id": FS_APP_ID, "app_secret": FS_APP_SECRET, "api_base": api.base_url}
     args.update(only("credentials"))
     args.update(extra)
     return args
 
 
-def callback_server(pki: im_fakes.Pki, app: Any, cert: str = "valid") -> FakeServer:
+def callback_server(pki: Pki, app: Any, cert: str = "valid") -> FakeServer:
     return FakeServer(app, tls_context=pki.server_context(cert))
 
 
-def dingtalk_callback_args(server: FakeServer, pki: im_fakes.Pki, **extra: Any) -> dict[str, Any]:
+def dingtalk_callback_args(server: FakeServer, pki: Pki, **extra: Any) -> dict[str, Any]:
     args = {"platform": "dingtalk", "app_key": DT_APP_KEY, "app_secret": DT_APP_SECRET,
-            "api_base": f"http://127.0.0.1:{closed_port()}", "callback_url": f"{server.url}/im/dingtalk",
+            "api_base": f"http://127.0.0.1:{closed_port()}", "callback_url": f"{server.base_url}/im/dingtalk",
             "token": DT_EVENT_TOKEN, "aes_key": DT_AES_KEY, "ca_path": str(pki.ca_bundle)}
     args.update(only("callback_tls", "callback_verification"))
     args.update(extra)
     return args
 
 
-def feishu_callback_args(server: FakeServer, pki: im_fakes.Pki, **extra: Any) -> dict[str, Any]:
-    args = {"platform": "feishu", "callback_url": f"{server.url}/im/feishu",
+def feishu_callback_args(server: FakeServer, pki: Pki, **extra: Any) -> dict[str, Any]:
+    args = {"platform": "feishu", "callback_url": f"{server.base_url}/im/feishu",
             "verification_token": FS_VERIFICATION_TOKEN, "ca_path": str(pki.ca_bundle)}
     args.update(only("callback_tls", "callback_verification"))
     args.update(extra)
@@ -201,8 +206,8 @@ def test_dingtalk_good_credentials_pass_both_apis(dingtalk_api: FakeServer) -> N
     oauth2, legacy = check["details"]["oauth2"], check["details"]["legacy"]
     assert (oauth2["status"], oauth2["code"], oauth2["expires_in"]) == ("ok", 200, 7200)
     assert (legacy["status"], legacy["code"], legacy["expires_in"]) == ("ok", 0, 7200)
-    assert oauth2["endpoint"] == f"{dingtalk_api.url}/v1.0/oauth2/accessToken"
-    assert legacy["endpoint"] == f"{dingtalk_api.url}/gettoken?..."
+    assert oauth2["endpoint"] == f"{dingtalk_api.base_url}/v1.0/oauth2/accessToken"
+    assert legacy["endpoint"] == f"{dingtalk_api.base_url}/gettoken?..."
     (oauth2_call,) = dingtalk_api.calls("/v1.0/oauth2/accessToken")
     assert oauth2_call.json() == {"appKey": DT_APP_KEY, "appSecret": DT_APP_SECRET}
     (legacy_call,) = dingtalk_api.calls("/gettoken")
@@ -219,9 +224,9 @@ def test_dingtalk_bad_credentials_report_both_platform_codes(dingtalk_api: FakeS
     assert check["status"] == "failed"
     assert check["code"] == "invalidClientIdOrSecret"
     assert check["details"]["oauth2"]["code"] == "invalidClientIdOrSecret"
-    assert check["details"]["oauth2"]["message"] == im_fakes.DINGTALK_BAD_CREDENTIALS_MESSAGE
+    assert check["details"]["oauth2"]["message"] == dingtalk.OAUTH2_BAD_CREDENTIALS
     assert check["details"]["legacy"]["code"] == 40089
-    assert check["details"]["legacy"]["message"] == im_fakes.DINGTALK_LEGACY_BAD_MESSAGE
+    assert check["details"]["legacy"]["message"] == dingtalk.LEGACY_BAD_CREDENTIALS
     assert outcome.result["failed_checks"] == ["credentials"]
     msg = outcome.result["msg"]
     assert "credentials" in msg and "invalidClientIdOrSecret" in msg and "40089" in msg
@@ -260,7 +265,7 @@ def test_feishu_good_credentials(feishu_api: FakeServer, platform: str) -> None:
     check = outcome.check("credentials")
     assert not outcome.failed
     assert (check["status"], check["code"], check["message"]) == ("ok", 0, "ok")
-    assert check["details"] == {"endpoint": f"{feishu_api.url}/open-apis/auth/v3/tenant_access_token/internal",
+    assert check["details"] == {"endpoint": f"{feishu_api.base_url}/open-apis/auth/v3/tenant_access_token/internal",
                                 "expires_in": 7200}
     (call,) = feishu_api.calls("/open-apis/auth/v3/tenant_access_token/internal")
     assert call.json() == {"app_id": FS_APP_ID, "app_secret": FS_APP_SECRET}
@@ -345,7 +350,7 @@ def feishu_ok_callback() -> FeishuCallback:
     return FeishuCallback(FS_VERIFICATION_TOKEN, None)
 
 
-def test_callback_tls_valid_certificate(pki: im_fakes.Pki) -> None:
+def test_callback_tls_valid_certificate(pki: Pki) -> None:
     with callback_server(pki, feishu_ok_callback()) as server:
         outcome = run(feishu_callback_args(server, pki))
 
@@ -358,7 +363,7 @@ def test_callback_tls_valid_certificate(pki: im_fakes.Pki) -> None:
     assert "CN=clawbot test CA" in details["issuer"]
     assert "CN=valid.clawbot.test" in details["subject"]
     assert details["not_after"].endswith("Z")
-    assert details["endpoint"] == f"{server.url}/im/feishu"
+    assert details["endpoint"] == f"{server.base_url}/im/feishu"
     assert check["message"].startswith(f"certificate valid until {details['not_after']}")
 
 
@@ -368,7 +373,7 @@ def test_callback_tls_valid_certificate(pki: im_fakes.Pki) -> None:
     ("unknown_ca", "unknown_ca"),
     ("self_signed", "self_signed"),
 ])
-def test_callback_tls_bad_certificates_fail_with_a_reason(pki: im_fakes.Pki, cert: str, reason: str) -> None:
+def test_callback_tls_bad_certificates_fail_with_a_reason(pki: Pki, cert: str, reason: str) -> None:
     with callback_server(pki, feishu_ok_callback(), cert) as server:
         outcome = run(feishu_callback_args(server, pki))
 
@@ -385,7 +390,7 @@ def test_callback_tls_bad_certificates_fail_with_a_reason(pki: im_fakes.Pki, cer
     assert verification["details"]["reason"] == "certificate"
 
 
-def test_callback_tls_expired_certificate_reports_negative_days(pki: im_fakes.Pki) -> None:
+def test_callback_tls_expired_certificate_reports_negative_days(pki: Pki) -> None:
     with callback_server(pki, feishu_ok_callback(), "expired") as server:
         outcome = run(feishu_callback_args(server, pki))
 
@@ -394,14 +399,14 @@ def test_callback_tls_expired_certificate_reports_negative_days(pki: im_fakes.Pk
     assert "expired on" in check["message"]
 
 
-def test_callback_tls_uses_system_store_without_ca_path(pki: im_fakes.Pki) -> None:
+def test_callback_tls_uses_system_store_without_ca_path(pki: Pki) -> None:
     with callback_server(pki, feishu_ok_callback()) as server:
         outcome = run(feishu_callback_args(server, pki, ca_path=None))
 
     assert outcome.check("callback_tls")["details"]["reason"] == "unknown_ca"
 
 
-def test_callback_tls_expiring_within_cert_min_days(pki: im_fakes.Pki) -> None:
+def test_callback_tls_expiring_within_cert_min_days(pki: Pki) -> None:
     with callback_server(pki, feishu_ok_callback(), "expiring_soon") as server:
         soon = run(feishu_callback_args(server, pki))
         relaxed = run(feishu_callback_args(server, pki, cert_min_days=3))
@@ -409,7 +414,7 @@ def test_callback_tls_expiring_within_cert_min_days(pki: im_fakes.Pki) -> None:
     check = soon.check("callback_tls")
     assert soon.failed and check["status"] == "failed"
     assert check["details"]["verified"] is True
-    assert check["details"]["days_left"] == im_fakes.EXPIRING_SOON_DAYS
+    assert check["details"]["days_left"] == EXPIRING_SOON_DAYS
     assert "less than cert_min_days=14" in check["message"]
     assert relaxed.check("callback_tls")["status"] == "ok"
     assert not relaxed.failed
@@ -423,7 +428,7 @@ def test_callback_tls_http_url_is_not_https() -> None:
     assert (check["status"], check["message"]) == ("failed", "callback_url is not HTTPS")
 
 
-def test_callback_tls_validate_certs_false_reports_but_does_not_fail_chain_errors(pki: im_fakes.Pki) -> None:
+def test_callback_tls_validate_certs_false_reports_but_does_not_fail_chain_errors(pki: Pki) -> None:
     with callback_server(pki, feishu_ok_callback(), "self_signed") as server:
         outcome = run(feishu_callback_args(server, pki, validate_certs=False, ca_path=None))
 
@@ -435,7 +440,7 @@ def test_callback_tls_validate_certs_false_reports_but_does_not_fail_chain_error
     assert outcome.check("callback_verification")["status"] == "ok"
 
 
-def test_callback_tls_validate_certs_false_still_fails_on_expiry(pki: im_fakes.Pki) -> None:
+def test_callback_tls_validate_certs_false_still_fails_on_expiry(pki: Pki) -> None:
     with callback_server(pki, feishu_ok_callback(), "expired") as server:
         outcome = run(feishu_callback_args(server, pki, validate_certs=False))
 
@@ -476,7 +481,7 @@ def test_callback_checks_skipped_without_callback_url() -> None:
 # --------------------------------------------------------------------------- callback verification: Feishu
 
 
-def test_feishu_plain_url_verification(pki: im_fakes.Pki) -> None:
+def test_feishu_plain_url_verification(pki: Pki) -> None:
     app = FeishuCallback(FS_VERIFICATION_TOKEN, None)
     with callback_server(pki, app) as server:
         outcome = run(feishu_callback_args(server, pki))
@@ -484,7 +489,7 @@ def test_feishu_plain_url_verification(pki: im_fakes.Pki) -> None:
     check = outcome.check("callback_verification")
     assert not outcome.failed
     assert (check["status"], check["code"]) == ("ok", 200)
-    assert check["details"] == {"endpoint": f"{server.url}/im/feishu", "encrypted": False}
+    assert check["details"] == {"endpoint": f"{server.base_url}/im/feishu", "encrypted": False}
     (payload,) = app.payloads
     assert payload["type"] == "url_verification"
     assert payload["token"] == FS_VERIFICATION_TOKEN
@@ -492,7 +497,7 @@ def test_feishu_plain_url_verification(pki: im_fakes.Pki) -> None:
     assert "x-lark-signature" not in server.requests[0].headers
 
 
-def test_feishu_encrypted_url_verification_is_signed_over_the_raw_body(pki: im_fakes.Pki) -> None:
+def test_feishu_encrypted_url_verification_is_signed_over_the_raw_body(pki: Pki) -> None:
     app = FeishuCallback(FS_VERIFICATION_TOKEN, FS_ENCRYPT_KEY)
     with callback_server(pki, app) as server:
         outcome = run(feishu_callback_args(server, pki, encrypt_key=FS_ENCRYPT_KEY))
@@ -508,7 +513,7 @@ def test_feishu_encrypted_url_verification_is_signed_over_the_raw_body(pki: im_f
     assert app.payloads[0]["token"] == FS_VERIFICATION_TOKEN
 
 
-def test_feishu_challenge_echoes_a_fresh_value_each_run(pki: im_fakes.Pki) -> None:
+def test_feishu_challenge_echoes_a_fresh_value_each_run(pki: Pki) -> None:
     app = FeishuCallback(FS_VERIFICATION_TOKEN, None)
     with callback_server(pki, app) as server:
         run(feishu_callback_args(server, pki))
@@ -521,7 +526,7 @@ def test_feishu_challenge_echoes_a_fresh_value_each_run(pki: im_fakes.Pki) -> No
     ("wrong_challenge", "the answer carries another challenge: HTTP 200: {\"challenge\": \"not-the-challenge"),
     ("no_challenge", "the answer has no challenge: HTTP 200: {}"),
 ])
-def test_feishu_wrong_answers_fail_with_what_came_back(pki: im_fakes.Pki, mode: str, expected: str) -> None:
+def test_feishu_wrong_answers_fail_with_what_came_back(pki: Pki, mode: str, expected: str) -> None:
     with callback_server(pki, FeishuCallback(FS_VERIFICATION_TOKEN, FS_ENCRYPT_KEY, mode)) as server:
         outcome = run(feishu_callback_args(server, pki, encrypt_key=FS_ENCRYPT_KEY))
 
@@ -531,7 +536,7 @@ def test_feishu_wrong_answers_fail_with_what_came_back(pki: im_fakes.Pki, mode: 
     assert check["message"].startswith(expected)
 
 
-def test_feishu_callback_with_another_verification_token_refuses(pki: im_fakes.Pki) -> None:
+def test_feishu_callback_with_another_verification_token_refuses(pki: Pki) -> None:
     with callback_server(pki, FeishuCallback("fs-other-token-0000", None)) as server:
         outcome = run(feishu_callback_args(server, pki))
 
@@ -540,7 +545,7 @@ def test_feishu_callback_with_another_verification_token_refuses(pki: im_fakes.P
     assert "invalid_token" in check["message"] and "verification token mismatch" in check["message"]
 
 
-def test_feishu_callback_with_another_encrypt_key_rejects_the_signature(pki: im_fakes.Pki) -> None:
+def test_feishu_callback_with_another_encrypt_key_rejects_the_signature(pki: Pki) -> None:
     with callback_server(pki, FeishuCallback(FS_VERIFICATION_TOKEN, "fs-other-encrypt-key")) as server:
         outcome = run(feishu_callback_args(server, pki, encrypt_key=FS_ENCRYPT_KEY))
 
@@ -549,7 +554,7 @@ def test_feishu_callback_with_another_encrypt_key_rejects_the_signature(pki: im_
     assert "X-Lark-Signature mismatch" in check["message"]
 
 
-def test_feishu_verification_skipped_without_verification_token(pki: im_fakes.Pki) -> None:
+def test_feishu_verification_skipped_without_verification_token(pki: Pki) -> None:
     with callback_server(pki, feishu_ok_callback()) as server:
         outcome = run(feishu_callback_args(server, pki, verification_token=None, encrypt_key=FS_ENCRYPT_KEY))
 
@@ -561,7 +566,7 @@ def test_feishu_verification_skipped_without_verification_token(pki: im_fakes.Pk
 # --------------------------------------------------------------------------- callback verification: DingTalk
 
 
-def test_dingtalk_check_url_answered_with_encrypted_success(pki: im_fakes.Pki) -> None:
+def test_dingtalk_check_url_answered_with_encrypted_success(pki: Pki) -> None:
     app = DingTalkCallback(DT_EVENT_TOKEN, DT_AES_KEY, DT_APP_KEY)
     with callback_server(pki, app) as server:
         outcome = run(dingtalk_callback_args(server, pki))
@@ -569,21 +574,21 @@ def test_dingtalk_check_url_answered_with_encrypted_success(pki: im_fakes.Pki) -
     check = outcome.check("callback_verification")
     assert not outcome.failed
     assert (check["status"], check["code"]) == ("ok", 200), check
-    assert check["details"] == {"endpoint": f"{server.url}/im/dingtalk", "encrypted": True}
+    assert check["details"] == {"endpoint": f"{server.base_url}/im/dingtalk", "encrypted": True}
     assert app.events == [{"EventType": "check_url"}]
     (request,) = server.requests
     assert set(request.query) == {"msg_signature", "timeStamp", "nonce"}
     assert set(request.json()) == {"encrypt"}
 
 
-def test_dingtalk_callback_url_with_a_query_keeps_it(pki: im_fakes.Pki) -> None:
+def test_dingtalk_callback_url_with_a_query_keeps_it(pki: Pki) -> None:
     app = DingTalkCallback(DT_EVENT_TOKEN, DT_AES_KEY, DT_APP_KEY)
     with callback_server(pki, app) as server:
-        outcome = run(dingtalk_callback_args(server, pki, callback_url=f"{server.url}/im/dingtalk?tenant=a"))
+        outcome = run(dingtalk_callback_args(server, pki, callback_url=f"{server.base_url}/im/dingtalk?tenant=a"))
 
     assert outcome.check("callback_verification")["status"] == "ok"
     assert server.requests[0].query["tenant"] == "a"
-    assert outcome.check("callback_verification")["details"]["endpoint"] == f"{server.url}/im/dingtalk?..."
+    assert outcome.check("callback_verification")["details"]["endpoint"] == f"{server.base_url}/im/dingtalk?..."
 
 
 @pytest.mark.parametrize(("mode", "expected"), [
@@ -592,7 +597,7 @@ def test_dingtalk_callback_url_with_a_query_keeps_it(pki: im_fakes.Pki) -> None:
     ("plain_success", "the answer is not an encrypted DingTalk reply: HTTP 200: success"),
     ("wrong_plaintext", "the answer decrypts to 'fail' instead of 'success'"),
 ])
-def test_dingtalk_wrong_answers_fail(pki: im_fakes.Pki, mode: str, expected: str) -> None:
+def test_dingtalk_wrong_answers_fail(pki: Pki, mode: str, expected: str) -> None:
     with callback_server(pki, DingTalkCallback(DT_EVENT_TOKEN, DT_AES_KEY, DT_APP_KEY, mode)) as server:
         outcome = run(dingtalk_callback_args(server, pki))
 
@@ -602,7 +607,7 @@ def test_dingtalk_wrong_answers_fail(pki: im_fakes.Pki, mode: str, expected: str
     assert check["message"].startswith(expected)
 
 
-def test_dingtalk_callback_with_another_token_refuses(pki: im_fakes.Pki) -> None:
+def test_dingtalk_callback_with_another_token_refuses(pki: Pki) -> None:
     with callback_server(pki, DingTalkCallback("dt-other-token", DT_AES_KEY, DT_APP_KEY)) as server:
         outcome = run(dingtalk_callback_args(server, pki))
 
@@ -611,7 +616,7 @@ def test_dingtalk_callback_with_another_token_refuses(pki: im_fakes.Pki) -> None
     assert "invalid_signature" in check["message"]
 
 
-def test_dingtalk_owner_key_defaults_to_app_key_and_can_be_set(pki: im_fakes.Pki) -> None:
+def test_dingtalk_owner_key_defaults_to_app_key_and_can_be_set(pki: Pki) -> None:
     with callback_server(pki, DingTalkCallback(DT_EVENT_TOKEN, DT_AES_KEY, DT_CORP_ID)) as server:
         default = run(dingtalk_callback_args(server, pki))
         explicit = run(dingtalk_callback_args(server, pki, owner_key=DT_CORP_ID))
@@ -622,7 +627,7 @@ def test_dingtalk_owner_key_defaults_to_app_key_and_can_be_set(pki: im_fakes.Pki
     assert explicit.check("callback_verification")["status"] == "ok"
 
 
-def test_dingtalk_verification_skipped_without_event_secrets(pki: im_fakes.Pki) -> None:
+def test_dingtalk_verification_skipped_without_event_secrets(pki: Pki) -> None:
     with callback_server(pki, DingTalkCallback(DT_EVENT_TOKEN, DT_AES_KEY, DT_APP_KEY)) as server:
         outcome = run(dingtalk_callback_args(server, pki, token=None, aes_key=None, app_key=None, app_secret=None))
 
@@ -636,14 +641,14 @@ def test_dingtalk_verification_skipped_without_event_secrets(pki: im_fakes.Pki) 
 
 
 def dingtalk_webhook_args(api: FakeServer, **extra: Any) -> dict[str, Any]:
-    args = {"platform": "dingtalk", "webhook_url": f"{api.url}/robot/send?access_token={DT_ROBOT_TOKEN}",
+    args = {"platform": "dingtalk", "webhook_url": f"{api.base_url}/robot/send?access_token={DT_ROBOT_TOKEN}",
             "webhook_secret": DT_ROBOT_SECRET, "send_test_message": True, **only("webhook")}
     args.update(extra)
     return args
 
 
 def feishu_webhook_args(api: FakeServer, **extra: Any) -> dict[str, Any]:
-    args = {"platform": "feishu", "webhook_url": f"{api.url}/open-apis/bot/v2/hook/{FS_HOOK_TOKEN}",
+    args = {"platform": "feishu", "webhook_url": f"{api.base_url}/open-apis/bot/v2/hook/{FS_HOOK_TOKEN}",
             "webhook_secret": FS_HOOK_SECRET, "send_test_message": True, **only("webhook")}
     args.update(extra)
     return args
@@ -655,9 +660,9 @@ def test_dingtalk_signed_webhook_accepted(dingtalk_api: FakeServer) -> None:
     check = outcome.check("webhook")
     assert not outcome.failed
     assert (check["status"], check["code"], check["message"]) == ("ok", 0, "ok")
-    assert check["details"] == {"endpoint": f"{dingtalk_api.url}/robot/send?...", "signed": True}
-    assert dingtalk_api.app.messages == [{"msgtype": "text",
-                                          "text": {"content": "clawbot.stack im_app_check: test message"}}]
+    assert check["details"] == {"endpoint": f"{dingtalk_api.base_url}/robot/send?...", "signed": True}
+    sent = {"msgtype": "text", "text": {"content": "clawbot.stack im_app_check: test message"}}
+    assert dingtalk_api.app.robot_messages.items() == [sent]
     (request,) = dingtalk_api.calls("/robot/send")
     assert set(request.query) == {"access_token", "timestamp", "sign"}
 
@@ -668,7 +673,7 @@ def test_dingtalk_webhook_wrong_secret_is_310000(dingtalk_api: FakeServer) -> No
     check = outcome.check("webhook")
     assert outcome.failed and outcome.result["failed_checks"] == ["webhook"]
     assert (check["status"], check["code"]) == ("failed", 310000)
-    assert check["message"] == im_fakes.DINGTALK_SIGN_NOT_MATCH
+    assert check["message"] == dingtalk.SIGN_NOT_MATCH
     assert "310000" in outcome.result["msg"] and "sign not match" in outcome.result["msg"]
     assert_no_secrets(outcome, ("SECwrong0secret0zz",))
 
@@ -687,11 +692,12 @@ def test_dingtalk_webhook_unsigned_robot_with_custom_message(dingtalk_api: FakeS
     outcome = run(dingtalk_webhook_args(dingtalk_api, webhook_secret=None, test_message="clawbot alert test"))
 
     assert outcome.check("webhook")["status"] == "ok"
-    assert dingtalk_api.app.messages[0]["text"]["content"] == "clawbot alert test"
+    assert dingtalk_api.app.robot_messages.items()[0]["text"]["content"] == "clawbot alert test"
 
 
 def test_dingtalk_webhook_bad_token_is_300005(dingtalk_api: FakeServer) -> None:
-    outcome = run(dingtalk_webhook_args(dingtalk_api, webhook_url=f"{dingtalk_api.url}/robot/send?access_token=nope0"))
+    url = f"{dingtalk_api.base_url}/robot/send?access_token=nope0"
+    outcome = run(dingtalk_webhook_args(dingtalk_api, webhook_url=url))
 
     check = outcome.check("webhook")
     assert (check["status"], check["code"], check["message"]) == ("failed", 300005, "token is not exist")
@@ -703,8 +709,8 @@ def test_feishu_signed_webhook_accepted(feishu_api: FakeServer) -> None:
     check = outcome.check("webhook")
     assert not outcome.failed
     assert (check["status"], check["code"], check["message"]) == ("ok", 0, "success")
-    assert check["details"] == {"endpoint": f"{feishu_api.url}/open-apis/bot/v2/hook/********", "signed": True}
-    (message,) = feishu_api.app.messages
+    assert check["details"] == {"endpoint": f"{feishu_api.base_url}/open-apis/bot/v2/hook/********", "signed": True}
+    (message,) = feishu_api.app.hook_messages.items()
     assert message["msg_type"] == "text" and message["content"] == {"text": "飞书 test"}
     assert message["timestamp"].isdigit() and len(message["timestamp"]) == 10
     assert message["sign"]
@@ -715,7 +721,7 @@ def test_feishu_webhook_wrong_secret_is_19021(feishu_api: FakeServer) -> None:
 
     check = outcome.check("webhook")
     assert outcome.failed
-    assert (check["status"], check["code"], check["message"]) == ("failed", 19021, im_fakes.FEISHU_SIGN_FAIL)
+    assert (check["status"], check["code"], check["message"]) == ("failed", 19021, feishu.SIGN_FAIL)
     assert "19021" in outcome.result["msg"]
     assert_no_secrets(outcome, ("fs-wrong-hook-secret",))
 
@@ -729,8 +735,8 @@ def test_lark_old_style_hook_answer_with_status_code(feishu_api: FakeServer) -> 
 
 
 def test_webhook_skipped_in_check_mode_while_other_checks_run(dingtalk_api: FakeServer) -> None:
-    args = dingtalk_webhook_args(dingtalk_api, app_key=DT_APP_KEY, app_secret=DT_APP_SECRET, api_base=dingtalk_api.url,
-                                 oapi_base=dingtalk_api.url)
+    args = dingtalk_webhook_args(dingtalk_api, app_key=DT_APP_KEY, app_secret=DT_APP_SECRET,
+                                 api_base=dingtalk_api.base_url, oapi_base=dingtalk_api.base_url)
     outcome = run(args, check_mode=True)
 
     assert not outcome.failed
@@ -756,8 +762,8 @@ def test_webhook_skipped_unless_asked(dingtalk_api: FakeServer) -> None:
 
 def test_failure_of_a_check_that_is_not_required_is_a_warning(dingtalk_api: FakeServer) -> None:
     args = dingtalk_webhook_args(dingtalk_api, webhook_secret="SECwrong0secret0zz", app_key=DT_APP_KEY,
-                                 app_secret=DT_APP_SECRET, api_base=dingtalk_api.url, oapi_base=dingtalk_api.url,
-                                 required_checks=["credentials"])
+                                 app_secret=DT_APP_SECRET, api_base=dingtalk_api.base_url,
+                                 oapi_base=dingtalk_api.base_url, required_checks=["credentials"])
     outcome = run(args)
 
     assert not outcome.failed
@@ -765,16 +771,17 @@ def test_failure_of_a_check_that_is_not_required_is_a_warning(dingtalk_api: Fake
     assert outcome.check("webhook")["status"] == "failed"
     assert outcome.check("webhook")["required"] is False
     assert outcome.check("credentials")["required"] is True
-    expected = f"check failed but not required: webhook (code 310000: {im_fakes.DINGTALK_SIGN_NOT_MATCH})"
+    expected = f"check failed but not required: webhook (code 310000: {dingtalk.SIGN_NOT_MATCH})"
     assert outcome.warnings == [expected]
 
 
-def test_all_checks_required_by_default(dingtalk_api: FakeServer, pki: im_fakes.Pki) -> None:
+def test_all_checks_required_by_default(dingtalk_api: FakeServer, pki: Pki) -> None:
     with callback_server(pki, DingTalkCallback(DT_EVENT_TOKEN, DT_AES_KEY, DT_APP_KEY), "expired") as server:
         args = {"platform": "dingtalk", "app_key": DT_APP_KEY, "app_secret": "dt-wrong-secret-0000",
-                "api_base": dingtalk_api.url, "oapi_base": dingtalk_api.url, "callback_url": f"{server.url}/cb",
+                "api_base": dingtalk_api.base_url, "oapi_base": dingtalk_api.base_url,
+                "callback_url": f"{server.base_url}/cb",
                 "token": DT_EVENT_TOKEN, "aes_key": DT_AES_KEY, "ca_path": str(pki.ca_bundle),
-                "webhook_url": f"{dingtalk_api.url}/robot/send?access_token={DT_ROBOT_TOKEN}",
+                "webhook_url": f"{dingtalk_api.base_url}/robot/send?access_token={DT_ROBOT_TOKEN}",
                 "webhook_secret": DT_ROBOT_SECRET, "send_test_message": True, "retries": 0}
         outcome = run(args)
 
@@ -788,11 +795,12 @@ def test_all_checks_required_by_default(dingtalk_api: FakeServer, pki: im_fakes.
     assert_no_secrets(outcome, ("dt-wrong-secret-0000",))
 
 
-def test_everything_passes_for_a_good_feishu_app(feishu_api: FakeServer, pki: im_fakes.Pki) -> None:
+def test_everything_passes_for_a_good_feishu_app(feishu_api: FakeServer, pki: Pki) -> None:
     app = FeishuCallback(FS_VERIFICATION_TOKEN, FS_ENCRYPT_KEY)
     with callback_server(pki, app) as server:
-        args = feishu_webhook_args(feishu_api, app_id=FS_APP_ID, app_secret=FS_APP_SECRET, api_base=feishu_api.url,
-                                   callback_url=f"{server.url}/im/feishu", verification_token=FS_VERIFICATION_TOKEN,
+        args = feishu_webhook_args(feishu_api, app_id=FS_APP_ID, app_secret=FS_APP_SECRET,
+                                   api_base=feishu_api.base_url, callback_url=f"{server.base_url}/im/feishu",
+                                   verification_token=FS_VERIFICATION_TOKEN,
                                    encrypt_key=FS_ENCRYPT_KEY, ca_path=str(pki.ca_bundle),
                                    required_checks=list(im_app_check.CHECKS))
         outcome = run(args)
@@ -850,10 +858,10 @@ def test_missing_cryptography_is_reported() -> None:
     assert "Failed to import the required Python library (cryptography)" in outcome.result["msg"]
 
 
-def test_secrets_in_platform_answers_are_masked(pki: im_fakes.Pki) -> None:
+def test_secrets_in_platform_answers_are_masked(pki: Pki) -> None:
     """A broken callback that echoes the request (with the verification token) must not leak it."""
-    def echo(request: im_fakes.Request) -> im_fakes.Response:
-        return im_fakes.json_response({"challenge": "wrong", "request": request.json()})
+    def echo(request: Request) -> Response:
+        return json_response({"challenge": "wrong", "request": request.json()})
 
     with callback_server(pki, echo) as server:
         outcome = run(feishu_callback_args(server, pki))
@@ -863,9 +871,9 @@ def test_secrets_in_platform_answers_are_masked(pki: im_fakes.Pki) -> None:
     assert '"token": "********"' in check["message"]
 
 
-def test_secret_cut_by_the_excerpt_limit_does_not_leak_a_prefix(pki: im_fakes.Pki) -> None:
-    def answer(request: im_fakes.Request) -> im_fakes.Response:
-        return im_fakes.text_response("x" * 190 + FS_VERIFICATION_TOKEN, 500)
+def test_secret_cut_by_the_excerpt_limit_does_not_leak_a_prefix(pki: Pki) -> None:
+    def answer(request: Request) -> Response:
+        return text_response("x" * 190 + FS_VERIFICATION_TOKEN, 500)
 
     with callback_server(pki, answer) as server:
         outcome = run(feishu_callback_args(server, pki))
@@ -892,7 +900,8 @@ def test_webhook_tokens_are_masked_in_transport_errors() -> None:
 def test_real_exit_prints_json_with_warnings(dingtalk_api: FakeServer, capsys: pytest.CaptureFixture[str]) -> None:
     """Without patched exit_json: the printed JSON is what Ansible receives (warnings included)."""
     args = {"platform": "dingtalk", "app_key": DT_APP_KEY, "app_secret": "dt-wrong-secret-0000",
-            "api_base": dingtalk_api.url, "oapi_base": dingtalk_api.url, "required_checks": ["webhook"], "retries": 0}
+            "api_base": dingtalk_api.base_url, "oapi_base": dingtalk_api.base_url, "required_checks": ["webhook"],
+            "retries": 0}
     payload = json.dumps({"ANSIBLE_MODULE_ARGS": args}).encode()
     # Another test in the same process may have imported controller code, which routes warnings to
     # the controller's display instead of the module result.

@@ -10,10 +10,7 @@ import pwd
 import re
 import socket
 import stat
-import threading
 from datetime import datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import ClassVar
 
 import pytest
 import yaml
@@ -22,6 +19,7 @@ from ansible.module_utils.testing import patch_module_args
 from ansible_collections.clawbot.stack.plugins.module_utils import keyring as kr
 from ansible_collections.clawbot.stack.plugins.module_utils.webclient import HttpResult
 from ansible_collections.clawbot.stack.plugins.modules import key_rotate
+from ansible_collections.clawbot.stack.tests.fakes.openai_provider import FakeModel, FakeModelServer
 
 NOW = datetime(2026, 11, 21, 10, 15, 0, tzinfo=kr.UTC)
 KEY_ID_RE = re.compile(r"^k20261121T101500Z-[0-9a-f]{4}$")
@@ -730,54 +728,18 @@ def test_force_and_secret_are_mutually_exclusive(keyring_path):
 
 # --- verification against a fake OpenAI-compatible provider -----------------------------------
 
-class FakeProvider(BaseHTTPRequestHandler):
-    """Accepts GOOD_KEY on .../v1/models; 401 with OpenAI's error body otherwise."""
-
-    seen: ClassVar[list] = []
-
-    def log_message(self, *_args):
-        pass
-
-    def _send(self, status, body):
-        payload = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-    def do_GET(self):
-        auth = self.headers.get("Authorization", "")
-        self.seen.append((self.path, auth))
-        if not self.path.endswith("/v1/models"):
-            self._send(404, {"error": {"message": "Not found", "type": "invalid_request_error"}})
-        elif self.path.startswith("/nodata/") and auth == f"Bearer {GOOD_KEY}":
-            self._send(200, {"object": "list"})
-        elif self.path.startswith("/echo/"):
-            self._send(401, {"error": {"message": f"Incorrect API key provided: {auth[7:]}",
-                                       "type": "invalid_request_error", "code": "invalid_api_key"}})
-        elif auth == f"Bearer {GOOD_KEY}":
-            self._send(200, {"object": "list", "data": [{"id": "gpt-test", "object": "model", "owned_by": "me"}]})
-        else:
-            self._send(401, {"error": {"message": "Incorrect API key provided", "type": "invalid_request_error",
-                                       "code": "invalid_api_key"}})
-
-
 @pytest.fixture
 def provider(monkeypatch):
+    """The fake OpenAI-compatible provider (tests/fakes/openai_provider.py), accepting GOOD_KEY only."""
     monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    FakeProvider.seen = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeProvider)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", FakeProvider.seen
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    with FakeModelServer(FakeModel(api_key=GOOD_KEY, model="gpt-test"), max_lifetime=120) as server:
+        yield server
+
+
+def seen(provider):
+    """``[(path, Authorization header)]`` of the requests the provider got."""
+    return [(call.path, call.authorization) for call in provider.fake.calls]
 
 
 @pytest.mark.parametrize(("suffix", "expected_path"), [
@@ -789,12 +751,12 @@ def provider(monkeypatch):
     ("/openai/v1", "/openai/v1/models"),
 ])
 def test_new_secret_verified_then_switched(external, provider, suffix, expected_path):
-    base, seen = provider
+    base = provider.base_url
     result = run({"path": str(external), "secret": GOOD_KEY, "verify_url": base + suffix})
     assert result["changed"] is True
     assert result["reason"] == "new_secret"
     assert result["verified"] is True
-    assert seen == [(expected_path, f"Bearer {GOOD_KEY}")]
+    assert seen(provider) == [(expected_path, f"Bearer {GOOD_KEY}")]
     doc = read_doc(external)
     assert doc["keys"][doc["current"]] == GOOD_KEY
     assert_no_secret(result, GOOD_KEY, OLD_KEY)
@@ -802,45 +764,45 @@ def test_new_secret_verified_then_switched(external, provider, suffix, expected_
     again = run({"path": str(external), "secret": GOOD_KEY, "verify_url": base + suffix})
     assert again["changed"] is False
     assert again["verified"] is None
-    assert len(seen) == 1
+    assert len(seen(provider)) == 1
 
 
 def test_verification_when_creating(keyring_path, provider):
-    base, seen = provider
-    result = run({"path": str(keyring_path), "secret": GOOD_KEY, "verify_url": base})
+    result = run({"path": str(keyring_path), "secret": GOOD_KEY, "verify_url": provider.base_url})
     assert result["reason"] == "created"
     assert result["verified"] is True
-    assert len(seen) == 1
+    assert len(seen(provider)) == 1
 
 
 def test_rejected_secret_fails_and_changes_nothing(external, provider):
-    base, seen = provider
     os.chmod(external, 0o644)
     content = external.read_bytes()
-    result = run_fail({"path": str(external), "secret": BAD_KEY, "verify_url": base, "keep_previous": 0})
+    result = run_fail({"path": str(external), "secret": BAD_KEY, "verify_url": provider.base_url, "keep_previous": 0})
     assert "secret" in result["msg"]
     assert "HTTP 401" in result["msg"]
     assert "Incorrect API key provided" in result["msg"]
     assert "was not changed" in result["msg"]
     assert result["status"] == 401
     assert BAD_KEY not in json.dumps(result)
-    assert seen == [("/v1/models", f"Bearer {BAD_KEY}")]
+    assert seen(provider) == [("/v1/models", f"Bearer {BAD_KEY}")]
     assert external.read_bytes() == content
     assert stat.S_IMODE(external.stat().st_mode) == 0o644
     assert dir_listing(external) == [".keyring.json.lock", "keyring.json"]
 
 
 def test_rejected_secret_echoed_by_provider_is_masked(external, provider):
-    base = provider[0]
-    result = run_fail({"path": str(external), "secret": BAD_KEY, "verify_url": base + "/echo"})
+    # a provider that puts the whole key in its message (OpenAI itself shows only its ends)
+    provider.fake.respond_next.append((401, {"error": {"message": f"Incorrect API key provided: {BAD_KEY}",
+                                                       "type": "invalid_request_error", "code": "invalid_api_key"}}))
+    result = run_fail({"path": str(external), "secret": BAD_KEY, "verify_url": provider.base_url})
     assert "Incorrect API key provided: ********" in result["msg"]
     assert BAD_KEY not in json.dumps(result)
 
 
 def test_answer_without_data_list_is_not_accepted(external, provider):
-    base = provider[0]
+    provider.fake.models_body = {"object": "list"}
     content = external.read_bytes()
-    result = run_fail({"path": str(external), "secret": GOOD_KEY, "verify_url": base + "/nodata"})
+    result = run_fail({"path": str(external), "secret": GOOD_KEY, "verify_url": provider.base_url})
     assert "cannot verify secret" in result["msg"]
     assert "HTTP 200" in result["msg"]
     assert external.read_bytes() == content
@@ -881,24 +843,22 @@ def test_verification_options_reach_the_request(external, monkeypatch, tmp_path)
 
 
 def test_no_verification_in_check_mode(external, provider):
-    base, seen = provider
     content = external.read_bytes()
-    result = run({"path": str(external), "secret": BAD_KEY, "verify_url": base}, check=True)
+    result = run({"path": str(external), "secret": BAD_KEY, "verify_url": provider.base_url}, check=True)
     assert result["changed"] is True
     assert result["reason"] == "new_secret"
     assert result["verified"] is None
     assert result["current_key_id"] == "(new)"
-    assert seen == []
+    assert seen(provider) == []
     assert external.read_bytes() == content
 
 
 def test_no_verification_in_report_only(external, provider):
-    base, seen = provider
-    result = run({"path": str(external), "secret": BAD_KEY, "verify_url": base, "report_only": True})
+    result = run({"path": str(external), "secret": BAD_KEY, "verify_url": provider.base_url, "report_only": True})
     assert result["would_rotate"] is True
     assert result["reason"] == "new_secret"
     assert result["verified"] is None
-    assert seen == []
+    assert seen(provider) == []
 
 
 # --- bad input --------------------------------------------------------------------------------

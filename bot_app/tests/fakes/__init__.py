@@ -1,1 +1,0 @@
-"""Fake upstream services used by tests and the benchmark."""
