@@ -89,3 +89,35 @@ async def test_user_id_labels_the_log_rows_within_the_tokens_session(
                 sa.select(conversation_log.c.user_id)
                 .where(conversation_log.c.session_id == "s1"))).scalars())
         assert users == {"end-user-7"}
+
+
+def _completion(content: object) -> dict[str, object]:
+    message = {"role": "assistant", "content": content}
+    return {"id": "c", "object": "chat.completion", "model": "m",
+            "choices": [{"index": 0, "finish_reason": "stop", "message": message}]}
+
+
+@pytest.mark.parametrize("answer", [
+    _completion("\ud800"),                          # lone surrogate: cannot be answered as UTF-8
+    _completion({"not": "text"}),                   # content of the wrong type
+    _completion("x" * (9 * 1024 * 1024)),           # over httpclient.MAX_RESPONSE_BYTES
+    {"choices": "nested" * 3},
+    ["not", "an", "object"],
+], ids=["surrogate", "wrong-type", "too-large", "no-choices", "array"])
+async def test_a_hostile_model_answer_is_a_502_not_a_500(
+        tmp_path: Path, primary: FakeModelServer, answer: object) -> None:
+    """What the provider sends is input too: refused as 502 ``upstream_error``, nothing logged
+    as a conversation row, and the next request works."""
+    async with running_app(_settings(tmp_path, primary)) as h:
+        tok = await h.token()
+        primary.fake.respond_next.append((200, answer))
+        r = await h.chat(tok, message="hi")
+        assert r.status_code == 502, r.text
+        assert r.json()["error"]["code"] == "upstream_error"
+        ok = await h.chat(tok, message="again")
+        assert ok.status_code == 200, ok.text
+        await h.services.writer.flush()
+        async with h.services.db.engine.connect() as conn:
+            rows = (await conn.execute(sa.select(sa.func.count()).select_from(
+                conversation_log))).scalar()
+        assert rows == 2  # the good exchange only

@@ -6,8 +6,6 @@ import asyncio
 import logging
 import time
 
-import httpx
-
 from clawbot_app.accesslog import AccessLog
 from clawbot_app.auth import TokenService
 from clawbot_app.chat import ChatService
@@ -16,23 +14,15 @@ from clawbot_app.crypto import Keyring
 from clawbot_app.db import migrate
 from clawbot_app.db.engine import Database
 from clawbot_app.dedupe import make_dedupe
+from clawbot_app.httpclient import HttpClient
 from clawbot_app.logwriter import ConversationWriter
 from clawbot_app.metrics import Metrics
-from clawbot_app.providers import ModelHttp, ProviderClient
+from clawbot_app.providers import ProviderClient
 from clawbot_app.ratelimit import RateLimiter
 from clawbot_app.services import Services
 from clawbot_app.store import make_store
 
 log = logging.getLogger("clawbot_app.bootstrap")
-
-
-def make_http_client() -> httpx.AsyncClient:
-    return httpx.AsyncClient(
-        timeout=httpx.Timeout(30.0, connect=5.0),
-        limits=httpx.Limits(max_connections=512, max_keepalive_connections=256,
-                            keepalive_expiry=30.0),
-        follow_redirects=False,
-    )
 
 
 async def build_services(settings: Settings) -> Services:
@@ -42,12 +32,11 @@ async def build_services(settings: Settings) -> Services:
     metrics = Metrics()
     db = Database.from_settings(settings)
     store = make_store(settings.storage.redis_url)
-    http = make_http_client()
+    http = await HttpClient.open()  # model calls and IM platform APIs share one pool
     keyring = Keyring.from_settings(settings)
     writer = ConversationWriter(settings, db, metrics)
     await writer.start()
-    model_pool = await ModelHttp.open()
-    chat = ChatService(settings, store, db, keyring, writer, ProviderClient(model_pool, metrics),
+    chat = ChatService(settings, store, db, keyring, writer, ProviderClient(http, metrics),
                        metrics)
     services = Services(
         settings=settings, http=http, db=db, store=store,
@@ -63,7 +52,6 @@ async def close_services(services: Services, timeout: float = 10.0) -> None:
     await services.drain(timeout)
     await services.writer.stop(timeout)
     await services.http.aclose()
-    await services.chat.providers.pool.aclose()
     await services.store.close()
     await services.db.close()
     services.access_log.close()

@@ -58,7 +58,7 @@ def setup_logging(cfg: LoggingSettings) -> None:
         lg.handlers = []
         lg.propagate = True
     logging.getLogger("uvicorn.access").disabled = True
-    for noisy in ("httpx", "httpcore", "aiosqlite", "sqlalchemy", "alembic"):
+    for noisy in ("aiohttp", "aiosqlite", "sqlalchemy", "alembic"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
 
 

@@ -13,16 +13,15 @@ from typing import Any
 
 import aiohttp
 
-from clawbot_app import __version__
+from clawbot_app import httpclient, jsonbody
 from clawbot_app.config import ProviderSettings
 from clawbot_app.errors import ApiError, UpstreamError, UpstreamTimeout
+from clawbot_app.httpclient import HttpClient
 from clawbot_app.metrics import Metrics
 
 log = logging.getLogger("clawbot_app.providers")
 
 _RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
-MAX_RESPONSE_BYTES = 8 * 1024 * 1024  # a completion far larger than any max_tokens allows
-USER_AGENT = f"clawbot-app/{__version__}"
 
 
 @dataclass
@@ -53,8 +52,10 @@ class OpenStream:
                 delta = ""
                 if data and data != "[DONE]":
                     try:
-                        obj = json.loads(data)
+                        obj: Any = jsonbody.loads(data)
                         delta = obj["choices"][0].get("delta", {}).get("content") or ""
+                        if not isinstance(delta, str):
+                            delta = ""
                     except (ValueError, KeyError, IndexError, TypeError, AttributeError):
                         delta = ""
                 yield data, delta
@@ -73,8 +74,7 @@ def completions_url(p: ProviderSettings) -> str:
 
 @lru_cache(maxsize=64)  # keyed by the secret too: a rotated API key gets a new header set
 def _headers(secret: str | None) -> dict[str, str]:
-    headers = {"Accept": "application/json", "Content-Type": "application/json",
-               "User-Agent": USER_AGENT}
+    headers = {"Accept": "application/json", "Content-Type": "application/json"}
     if secret:
         headers["Authorization"] = f"Bearer {secret}"
     return headers
@@ -90,59 +90,8 @@ def _payload(p: ProviderSettings, messages: list[dict[str, str]], stream: bool) 
             "temperature": p.temperature, "stream": stream}
 
 
-def _timeout(p: ProviderSettings) -> aiohttp.ClientTimeout:
-    """Connect within min(5 s, timeout); each read within ``timeout_seconds``."""
-    return aiohttp.ClientTimeout(total=None, connect=min(5.0, p.timeout_seconds),
-                                 sock_read=p.timeout_seconds)
-
-
-class ModelHttp:
-    """The connection pool for model calls: one aiohttp session, keep-alive, no redirects.
-
-    Profiling the chat benchmark (50 concurrent calls to a 100 ms model on 2 cores) put the
-    httpx/httpcore/anyio stack at 0.78 ms of CPU per model call against 0.27 ms for aiohttp's
-    client (C parser, no anyio layer), about a quarter of the whole request's CPU; see
-    bot_app/README.md, "Performance". Redirects are not followed, so an API key is never sent
-    to another origin. Created inside the running loop (``await ModelHttp.open()``).
-    """
-
-    def __init__(self, session: aiohttp.ClientSession):
-        self.session = session
-
-    @classmethod
-    async def open(cls, *, limit: int = 512, keepalive_seconds: float = 30.0) -> ModelHttp:
-        connector = aiohttp.TCPConnector(limit=limit, keepalive_timeout=keepalive_seconds,
-                                         ttl_dns_cache=300)
-        return cls(aiohttp.ClientSession(connector=connector, auto_decompress=True,
-                                         trust_env=False, raise_for_status=False))
-
-    async def post(self, url: str, body: bytes, headers: dict[str, str],
-                   timeout: aiohttp.ClientTimeout) -> aiohttp.ClientResponse:
-        return await self.session.post(url, data=body, headers=headers, timeout=timeout,
-                                       allow_redirects=False)
-
-    async def aclose(self) -> None:
-        await self.session.close()
-
-
-async def _read_limited(resp: aiohttp.ClientResponse, limit: int = MAX_RESPONSE_BYTES) -> bytes:
-    """The whole body, refusing one larger than ``limit`` bytes (a provider's bug or attack)."""
-    if resp.content_length is not None and resp.content_length > limit:
-        raise ValueError("response too large")
-    if resp.content_length is not None:
-        return await resp.read()
-    parts: list[bytes] = []
-    size = 0
-    async for chunk in resp.content.iter_chunked(65536):
-        size += len(chunk)
-        if size > limit:
-            raise ValueError("response too large")
-        parts.append(chunk)
-    return b"".join(parts)
-
-
 class ProviderClient:
-    def __init__(self, http: ModelHttp, metrics: Metrics):
+    def __init__(self, http: HttpClient, metrics: Metrics):
         self.pool = http
         self.metrics = metrics
 
@@ -153,7 +102,7 @@ class ProviderClient:
         url = completions_url(p)
         headers = _headers(p.secret() or None)
         body = json.dumps(_payload(p, messages, stream)).encode()
-        timeout = _timeout(p)
+        timeout = httpclient.timeout(p.timeout_seconds)
         for attempt in range(p.max_retries + 1):
             if attempt:
                 await asyncio.sleep(min(0.05 * 2 ** attempt, 1.0))
@@ -186,7 +135,8 @@ class ProviderClient:
         started = time.perf_counter()
         resp = await self._attempts(name, p, False, messages)
         try:
-            body = json.loads(await asyncio.wait_for(_read_limited(resp), p.timeout_seconds))
+            raw = await asyncio.wait_for(httpclient.read_limited(resp), p.timeout_seconds)
+            body: Any = jsonbody.loads(raw)
             text = body["choices"][0]["message"]["content"] or ""
             model = str(body.get("model") or p.model)
             if not isinstance(text, str):
@@ -194,7 +144,7 @@ class ProviderClient:
         except TimeoutError:
             self._observe(name, started, "timeout")
             raise UpstreamTimeout(f"provider '{name}' timed out") from None
-        except (ValueError, KeyError, IndexError, TypeError, aiohttp.ClientError):
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError, aiohttp.ClientError):
             self._observe(name, started, "error")
             raise UpstreamError(f"provider '{name}' sent an invalid response") from None
         finally:

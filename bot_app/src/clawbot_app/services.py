@@ -9,8 +9,8 @@ Contract for the IM callbacks (``clawbot_app.im``)
   reference. ``settings.dingtalk.{app_key, app_secret, token, aes_key, api_base}`` and
   ``settings.feishu.{app_id, app_secret, verification_token, encrypt_key, api_base}``; secrets are
   ``pydantic.SecretStr`` (``.get_secret_value()``), may be ``None`` when not configured.
-* ``services.http`` -- shared ``httpx.AsyncClient`` (connection pool, default timeouts). Never
-  close it.
+* ``services.http`` -- the shared :class:`clawbot_app.httpclient.HttpClient` (one aiohttp
+  connection pool for model calls and platform APIs; ``post_json``). Never close it.
 * ``services.chat`` -- :class:`clawbot_app.chat.ChatService`::
 
       result = await services.chat.reply(tenant_id=..., user_id=..., session_id=...,
@@ -37,8 +37,6 @@ from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
-
 from clawbot_app.accesslog import AccessLog
 from clawbot_app.auth import TokenService
 from clawbot_app.chat import ChatService
@@ -46,6 +44,7 @@ from clawbot_app.config import Settings
 from clawbot_app.crypto import Keyring
 from clawbot_app.db.engine import Database
 from clawbot_app.dedupe import Dedupe
+from clawbot_app.httpclient import HttpClient
 from clawbot_app.logwriter import ConversationWriter
 from clawbot_app.metrics import Metrics
 from clawbot_app.ratelimit import RateLimiter
@@ -57,7 +56,7 @@ log = logging.getLogger("clawbot_app.services")
 @dataclass
 class Services:
     settings: Settings
-    http: httpx.AsyncClient
+    http: HttpClient
     db: Database
     store: Store
     dedupe: Dedupe

@@ -12,6 +12,8 @@ from fakes.dingtalk import FakeDingTalk
 from fakes.feishu import FakeFeishu
 from fakes.httpd import FakeServer
 
+from clawbot_app.httpclient import HttpClient
+
 from .support import FS_APP_ID, FS_APP_SECRET, TestServices, build_app, make_settings
 
 SESSION_LIFETIME = 3600.0  # the servers live for the whole test session
@@ -67,10 +69,13 @@ async def harness(
         dingtalk_base=dingtalk_fake.base_url,
         **settings_overrides,
     )
-    async with httpx.AsyncClient(timeout=5.0) as outbound:
+    outbound = await HttpClient.open()
+    try:
         services = TestServices(settings=settings, http=outbound)
         app = build_app(services)
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://bot.test") as client:
             yield Harness(services=services, client=client, app=app)
             await services.drain()
+    finally:
+        await outbound.aclose()

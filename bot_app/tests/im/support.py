@@ -13,6 +13,7 @@ import httpx
 from starlette.applications import Starlette
 
 from clawbot_app.config import Settings
+from clawbot_app.httpclient import HttpClient
 from clawbot_app.im.builders import build_dingtalk_robot_request
 from clawbot_app.im.common import SeenKeys
 from clawbot_app.im.routes import routes
@@ -75,7 +76,7 @@ class TestServices:
     __test__ = False
 
     settings: Settings
-    http: httpx.AsyncClient
+    http: HttpClient
     chat: FakeChat = field(default_factory=FakeChat)
     dedupe: SeenKeys = field(default_factory=InProcessStore)  # tests put Redis or the DB here
     metrics: Metrics = field(default_factory=Metrics)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 
-import httpx
 import pytest
 
+from clawbot_app.httpclient import HttpClient
 from clawbot_app.im import dingtalk_api, feishu_api
 
 from .support import FS_APP_ID, FS_APP_SECRET
@@ -15,8 +15,9 @@ from .support import FS_APP_ID, FS_APP_SECRET
 
 @pytest.fixture
 async def http():
-    async with httpx.AsyncClient(timeout=5.0) as client:
-        yield client
+    client = await HttpClient.open()
+    yield client
+    await client.aclose()
 
 
 async def test_tenant_token_good_and_bad_secret(http, feishu_fake):

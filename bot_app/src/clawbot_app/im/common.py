@@ -8,13 +8,13 @@ import logging
 from collections.abc import Coroutine
 from typing import Any, Protocol
 
-import httpx
 from pydantic import SecretStr
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from clawbot_app.config import Settings
 from clawbot_app.errors import ApiError
+from clawbot_app.httpclient import HttpClient
 from clawbot_app.jsonbody import JsonBodyError, loads_object
 from clawbot_app.logthrottle import LogThrottle
 from clawbot_app.metrics import Metrics
@@ -91,7 +91,7 @@ class CallbackServices(Protocol):
     container with the same attributes)."""
 
     settings: Settings
-    http: httpx.AsyncClient
+    http: HttpClient
     chat: Chat
     dedupe: SeenKeys
     metrics: Metrics

@@ -6,8 +6,7 @@ import time
 import urllib.parse
 from typing import Any
 
-import httpx
-
+from clawbot_app.httpclient import HttpClient
 from clawbot_app.im.dingtalk_crypto import signed_webhook_url
 
 MAX_TEXT_CHARS = 18000  # DingTalk text messages are limited to ~20000 bytes
@@ -55,35 +54,28 @@ def text_message(text: str) -> dict[str, Any]:
     return {"msgtype": "text", "text": {"content": text[:MAX_TEXT_CHARS]}}
 
 
-async def post_message(
-    http: httpx.AsyncClient, url: str, payload: dict[str, Any]
-) -> dict[str, Any]:
+async def post_message(http: HttpClient, url: str, payload: dict[str, Any]) -> dict[str, Any]:
     """POST a robot message; DingTalk reports errors as HTTP 200 with ``errcode != 0``."""
-    resp = await http.post(url, json=payload)
-    try:
-        data = resp.json()
-    except ValueError:
-        data = {}
-    if not isinstance(data, dict):
-        data = {}
+    reply = await http.post_json(url, payload)
+    data: dict[str, Any] = reply.data if isinstance(reply.data, dict) else {}
     errcode = data.get("errcode", 0)
-    if resp.status_code != 200 or errcode not in (0, None):
+    if reply.status != 200 or errcode not in (0, None):
         raise DingTalkApiError(
             f"robot send failed: {data.get('errmsg', '')}",
             errcode=errcode if isinstance(errcode, int) else None,
-            status=resp.status_code,
+            status=reply.status,
         )
     return data
 
 
 async def send_session_reply(
-    http: httpx.AsyncClient, session_webhook: str, text: str
+    http: HttpClient, session_webhook: str, text: str
 ) -> dict[str, Any]:
     return await post_message(http, session_webhook, text_message(text))
 
 
 async def send_group_robot(
-    http: httpx.AsyncClient,
+    http: HttpClient,
     webhook_url: str,
     payload: dict[str, Any],
     *,

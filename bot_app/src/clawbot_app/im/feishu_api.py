@@ -8,7 +8,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-import httpx
+from clawbot_app.httpclient import HttpClient, JsonReply
 
 log = logging.getLogger("clawbot_app.im.feishu")
 
@@ -34,31 +34,29 @@ class _CachedToken:
     refresh_at: float
 
 
-def _json(resp: httpx.Response) -> dict[str, object]:
-    try:
-        data = resp.json()
-    except ValueError:
-        raise FeishuApiError("non-JSON response", status=resp.status_code) from None
-    if not isinstance(data, dict):
-        raise FeishuApiError("unexpected response", status=resp.status_code)
-    return data
+def _json(reply: JsonReply) -> dict[str, object]:
+    if reply.data is None:
+        raise FeishuApiError("non-JSON response", status=reply.status)
+    if not isinstance(reply.data, dict):
+        raise FeishuApiError("unexpected response", status=reply.status)
+    return reply.data
 
 
 async def fetch_tenant_token(
-    http: httpx.AsyncClient, api_base: str, app_id: str, app_secret: str
+    http: HttpClient, api_base: str, app_id: str, app_secret: str
 ) -> tuple[str, int]:
     """``POST {base}/open-apis/auth/v3/tenant_access_token/internal`` → ``(token, expire)``."""
-    resp = await http.post(
-        api_base.rstrip("/") + TOKEN_PATH, json={"app_id": app_id, "app_secret": app_secret}
+    resp = await http.post_json(
+        api_base.rstrip("/") + TOKEN_PATH, {"app_id": app_id, "app_secret": app_secret}
     )
     data = _json(resp)
     code = data.get("code")
     token = data.get("tenant_access_token")
-    if resp.status_code != 200 or code != 0 or not isinstance(token, str) or not token:
+    if resp.status != 200 or code != 0 or not isinstance(token, str) or not token:
         raise FeishuApiError(
             f"tenant token request failed: {data.get('msg', '')}",
             code=code if isinstance(code, int) else None,
-            status=resp.status_code,
+            status=resp.status,
         )
     expire = data.get("expire")
     return token, int(expire) if isinstance(expire, int) and expire > 0 else 7200
@@ -81,7 +79,7 @@ class FeishuTokenCache:
         self._tokens.pop(self._key(api_base, app_id, app_secret), None)
 
     async def get(
-        self, http: httpx.AsyncClient, api_base: str, app_id: str, app_secret: str
+        self, http: HttpClient, api_base: str, app_id: str, app_secret: str
     ) -> str:
         key = self._key(api_base, app_id, app_secret)
         cached = self._tokens.get(key)
@@ -104,7 +102,7 @@ def text_content(text: str) -> str:
 
 
 async def reply_text(
-    http: httpx.AsyncClient,
+    http: HttpClient,
     tokens: FeishuTokenCache,
     *,
     api_base: str,
@@ -121,24 +119,24 @@ async def reply_text(
     throttled = False
     while True:
         token = await tokens.get(http, api_base, app_id, app_secret)
-        resp = await http.post(url, json=body, headers={"Authorization": f"Bearer {token}"})
+        resp = await http.post_json(url, body, headers={"Authorization": f"Bearer {token}"})
         try:
             data = _json(resp)
         except FeishuApiError:
             data = {}
         code = data.get("code")
-        if resp.status_code == 200 and code == 0:
+        if resp.status == 200 and code == 0:
             return data
         if code in _TOKEN_INVALID_CODES and not refreshed:
             refreshed = True
             tokens.invalidate(api_base, app_id, app_secret)
             continue
-        if (resp.status_code == 429 or code == _RATE_LIMITED_CODE) and not throttled:
+        if (resp.status == 429 or code == _RATE_LIMITED_CODE) and not throttled:
             throttled = True
             await asyncio.sleep(retry_delay)
             continue
         raise FeishuApiError(
             f"reply failed: {data.get('msg', '')}",
             code=code if isinstance(code, int) else None,
-            status=resp.status_code,
+            status=resp.status,
         )
