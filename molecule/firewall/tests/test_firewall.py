@@ -75,16 +75,59 @@ def test_extra_rules_present(rules) -> None:
     assert ("203.0.113.25 25/tcp", "DENY OUT", "Anywhere") in rules
 
 
+def test_route_rules_present(rules) -> None:
+    """firewall_route_rules, as the routed (FWD) rules ufw reports; IPv4 addresses, so no (v6) copy."""
+    routed = [r for r in rules if r[1].endswith(" FWD")]
+    assert sorted(routed) == sorted(
+        [
+            ("8080/tcp", "ALLOW FWD", "10.0.0.0/8"),
+            ("172.30.0.53 53/udp", "DENY FWD", "Anywhere"),
+        ]
+    )
+
+
+def test_route_rules_canonical(host) -> None:
+    added = host.check_output("ufw show added").splitlines()
+    assert "ufw route allow from 10.0.0.0/8 to any port 8080 proto tcp comment 'web containers'" in added
+    assert "ufw route deny to 172.30.0.53 port 53 proto udp" in added
+
+
+def test_redis_open_to_the_other_app_hosts_only(rules) -> None:
+    """app-1 at its firewall_private_address (not its public ansible_host), app-2 at its ansible_host;
+    the container is an app host too, but gets no rule for itself."""
+    redis = [r for r in rules if r[0].startswith("6379")]
+    assert sorted(redis) == sorted(
+        [
+            ("6379/tcp", "ALLOW IN", "10.20.0.5"),
+            ("6379/tcp", "ALLOW IN", "10.20.0.6"),
+        ]
+    )
+
+
+def test_redis_rules_name_the_app_hosts(host) -> None:
+    added = host.check_output("ufw show added").splitlines()
+    assert "ufw allow from 10.20.0.5 to any port 6379 proto tcp comment 'redis from app-1'" in added
+    assert "ufw allow from 10.20.0.6 to any port 6379 proto tcp comment 'redis from app-2'" in added
+    assert "203.0.113.50" not in "\n".join(added)
+
+
+def test_mariadb_closed_when_not_a_db_server(rules) -> None:
+    assert not [r for r in rules if r[0].startswith("3306")]
+
+
 def test_stray_rules_removed(host, rules) -> None:
-    assert not [r for r in rules if "8080" in r[0] or "5000" in r[0]]
-    added = host.check_output("ufw show added")
-    assert "8080" not in added
-    assert "5000" not in added
-    assert "2001:db8:dead::/48" not in added
+    assert not [r for r in rules if "5000" in r[0] or "5001" in r[0]]
+    assert not [r for r in rules if r[0].startswith("8080") and not r[1].endswith(" FWD")]
+    added = host.check_output("ufw show added").splitlines()
+    assert not [line for line in added if "8080" in line and "route" not in line]
+    assert not [line for line in added if "5000" in line or "5001" in line]
+    # The stray route rule that differed from a wanted one only by its comment is gone too.
+    assert "ufw route allow from 10.0.0.0/8 to any port 8080 proto tcp" not in added
+    assert "2001:db8:dead::/48" not in "\n".join(added)
 
 
 def test_nothing_else(rules) -> None:
-    assert len(rules) == 9, rules
+    assert len(rules) == 13, rules
 
 
 def test_rules_loaded_in_kernel(host) -> None:
@@ -95,7 +138,11 @@ def test_rules_loaded_in_kernel(host) -> None:
     assert "-A ufw-user-input -s 198.51.100.0/24 -p tcp -m tcp --dport 18789 -j ACCEPT" in v4
     assert "-P INPUT DROP" in v6
     assert "-A ufw6-user-input -s 2001:db8:1::/48 -p tcp -m tcp --dport 22" in v6
-    assert "--dport 8080" not in v4 + v6
+    assert "-A ufw-user-input -s 10.20.0.5/32 -p tcp -m tcp --dport 6379 -j ACCEPT" in v4
+    assert "-A ufw-user-forward -s 10.0.0.0/8 -p tcp -m tcp --dport 8080 -j ACCEPT" in v4
+    assert "--dport 8080" not in v4.replace("-A ufw-user-forward -s 10.0.0.0/8 -p tcp -m tcp --dport 8080", "")
+    assert "--dport 8080" not in v6
+    assert "--dport 3306" not in v4 + v6
 
 
 def test_unit_enabled(host) -> None:
