@@ -31,6 +31,9 @@ demo: the stack is deployed on the container '$name'.
   what runs there:     docker exec $name systemctl --no-pager list-units --type=service --state=running
   firewall:            docker exec $name ufw status verbose
   ssh hardening:       docker exec $name sshd -T
+  MariaDB (root, unix socket only):  docker exec $name mariadb -e 'SHOW DATABASES'
+  Redis (ACL user admin; password in .cache/demo-secrets/, never on a command line):
+                       docker exec -i $name sh -c 'REDISCLI_AUTH=\$(cat) redis-cli --user admin INFO keyspace' < .cache/demo-secrets/redis-admin
   a shell:             docker exec -it $name bash
   converge again:      make demo            (idempotent: second run reports changed=0)
   remove it:           make demo-destroy
