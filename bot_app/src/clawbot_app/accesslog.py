@@ -28,6 +28,8 @@ class AccessLog:
         self._sec = -1
         self._prefix = ""
         self._pid = os.getpid()
+        # (method, route, status) -> the two constant stretches of the line around the path
+        self._parts: dict[tuple[str, str, int], tuple[str, str]] = {}
         self.configure(cfg)
 
     def configure(self, cfg: LoggingSettings) -> None:
@@ -54,12 +56,18 @@ class AccessLog:
         if not self.enabled:
             return
         dumps = json.dumps
+        parts = self._parts.get((method, route, status))
+        if parts is None:  # routes are templates and methods few: a small, bounded set
+            if len(self._parts) > 4096:
+                self._parts.clear()
+            parts = self._parts[(method, route, status)] = (
+                f'"message": {dumps(f"{method} {route} {status}")}, '
+                f'"log.logger": "clawbot_app.access", "process.pid": {self._pid}, '
+                f'"http.request.method": {dumps(method)}, "url.path": ',
+                f', "http.route": {dumps(route)}, "http.response.status_code": {status}, ')
         self._buf.append(
-            f'{{"@timestamp": "{self._timestamp()}", "log.level": "info", '
-            f'"message": {dumps(f"{method} {route} {status}")}, '
-            f'"log.logger": "clawbot_app.access", "process.pid": {self._pid}, '
-            f'"http.request.method": {dumps(method)}, "url.path": {dumps(path)}, '
-            f'"http.route": {dumps(route)}, "http.response.status_code": {status}, '
+            f'{{"@timestamp": "{self._timestamp()}", "log.level": "info", {parts[0]}'
+            f'{dumps(path)}{parts[1]}'
             f'"event.duration": {duration_ns}, "trace.id": {dumps(trace_id)}}}')
         if len(self._buf) >= _MAX_BUFFER:
             self.flush()
