@@ -103,14 +103,15 @@ def _completion(content: object) -> dict[str, object]:
     _completion("x" * (9 * 1024 * 1024)),           # over httpclient.MAX_RESPONSE_BYTES
     {"choices": "nested" * 3},
     ["not", "an", "object"],
-], ids=["surrogate", "wrong-type", "too-large", "no-choices", "array"])
+    (200, _completion("x" * (9 * 1024 * 1024)), "gzip"),  # ~9 KiB on the wire, 9 MiB inflated
+], ids=["surrogate", "wrong-type", "too-large", "no-choices", "array", "gzip-bomb"])
 async def test_a_hostile_model_answer_is_a_502_not_a_500(
         tmp_path: Path, primary: FakeModelServer, answer: object) -> None:
     """What the provider sends is input too: refused as 502 ``upstream_error``, nothing logged
     as a conversation row, and the next request works."""
     async with running_app(_settings(tmp_path, primary)) as h:
         tok = await h.token()
-        primary.fake.respond_next.append((200, answer))
+        primary.fake.respond_next.append(answer if isinstance(answer, tuple) else (200, answer))
         r = await h.chat(tok, message="hi")
         assert r.status_code == 502, r.text
         assert r.json()["error"]["code"] == "upstream_error"

@@ -22,7 +22,8 @@ Wire protocol (what the stack calls; see tests/fakes/README.md):
 Runtime knobs on :class:`FakeModel` (tests set them between requests; ``reset()`` restores the
 construction values): ``latency`` (seconds), ``fail_next`` (HTTP statuses for the next chat
 requests), ``always_status``, ``hang`` (never answer), ``respond_next`` (``(status, json_body)``
-answers for the next requests on any endpoint, before any check), ``models_body`` (the
+answers for the next requests on any endpoint, before any check; ``(status, json_body, "gzip")``
+sends the body gzip-compressed with ``Content-Encoding: gzip``), ``models_body`` (the
 ``/v1/models`` answer), ``api_key``. Recorded: ``calls`` (method, path, Authorization header and
 status of every request), ``authorizations`` (their Authorization headers) and ``requests`` (chat
 request bodies); ``record=False`` records nothing (benchmark, long runs). ``log_file``: one JSON
@@ -35,6 +36,7 @@ import argparse
 import asyncio
 import contextlib
 import copy
+import gzip
 import hashlib
 import json
 import socket
@@ -121,7 +123,7 @@ class FakeModel:
     fail_next: list[int] = field(default_factory=list)
     always_status: int | None = None
     hang: bool = False
-    respond_next: list[tuple[int, Any]] = field(default_factory=list)
+    respond_next: list[tuple[Any, ...]] = field(default_factory=list)
     models_body: dict[str, Any] | None = None
     record: bool = True
     calls: list[Call] = field(default_factory=list)
@@ -379,11 +381,14 @@ class _Connection(asyncio.Protocol):
             call.status = status
             self.fake.log(request.method, request.path, status, key)
 
-    def _send(self, status: int, payload: Any, close: bool = False) -> None:
+    def _send(self, status: int, payload: Any, close: bool = False, gzipped: bool = False) -> None:
         self._answered(status)
         body = json.dumps(payload).encode()
-        head = (f"HTTP/1.1 {status} {REASONS.get(status, 'Status')}\r\ncontent-type: application/json\r\n"
-                f"content-length: {len(body)}\r\n")
+        head = f"HTTP/1.1 {status} {REASONS.get(status, 'Status')}\r\ncontent-type: application/json\r\n"
+        if gzipped:
+            body = gzip.compress(body)
+            head += "content-encoding: gzip\r\n"
+        head += f"content-length: {len(body)}\r\n"
         if close:
             head += "connection: close\r\n"
         if self.transport is not None and not self.transport.is_closing():
@@ -400,7 +405,8 @@ class _Connection(asyncio.Protocol):
         self.current = (request, key, call)
         endpoint = _route(request.path)
         if fake.respond_next and endpoint is not None:
-            self._send(*fake.respond_next.pop(0))
+            status, payload, *encoding = fake.respond_next.pop(0)
+            self._send(status, payload, gzipped=encoding == ["gzip"])
             return
         method = "POST" if endpoint == "/v1/chat/completions" else "GET"
         if endpoint is None or request.method != method:

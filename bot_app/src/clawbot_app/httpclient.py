@@ -42,12 +42,14 @@ def timeout(seconds: float) -> aiohttp.ClientTimeout:
 
 
 async def read_limited(resp: aiohttp.ClientResponse, limit: int = MAX_RESPONSE_BYTES) -> bytes:
-    """The whole body, refusing one larger than ``limit`` bytes."""
+    """The whole body, refusing one larger than ``limit`` bytes.
+
+    Counted as it is read, after decompression: a declared ``Content-Length`` is only the
+    compressed size, so a small gzip body could otherwise inflate without bound.
+    """
     declared = resp.content_length
-    if declared is not None:
-        if declared > limit:
-            raise ResponseTooLarge(f"response of {declared} bytes")
-        return await resp.read()
+    if declared is not None and declared > limit:
+        raise ResponseTooLarge(f"response of {declared} bytes")
     parts: list[bytes] = []
     size = 0
     async for chunk in resp.content.iter_chunked(65536):
