@@ -23,7 +23,7 @@ from clawbot_app.providers import (
     Completion,
     OpenStream,
     ProviderClient,
-    forget_encoded_headers,
+    forget_cached_headers,
 )
 from clawbot_app.routing import select_providers
 from clawbot_app.store import Store, _TTLDict
@@ -79,7 +79,7 @@ class ChatService:
 
     def apply_settings(self, settings: Settings) -> None:
         self.settings = settings
-        forget_encoded_headers()
+        forget_cached_headers()
 
     def _active_count(self) -> float:
         self._active.sweep()

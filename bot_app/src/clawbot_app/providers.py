@@ -80,7 +80,7 @@ def _headers(secret: str | None) -> dict[str, str]:
     return headers
 
 
-def forget_encoded_headers() -> None:
+def forget_cached_headers() -> None:
     """Drop the cached headers, so that retired API keys do not linger after a reload."""
     _headers.cache_clear()
 
