@@ -84,6 +84,7 @@ def _require(binary: str) -> str:
 class RedisProc:
     port: int
     proc: subprocess.Popen[bytes]
+    socket: Path  # the same server on a Unix socket (mode 0700)
 
     @property
     def url(self) -> str:
@@ -95,12 +96,14 @@ def redis_server() -> Iterator[RedisProc]:
     binary = _require("redis-server")
     port = free_port()
     workdir = tempfile.mkdtemp(prefix="botapp-redis-")
+    sock = Path(workdir) / "redis.sock"
     proc = subprocess.Popen(
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", workdir], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+         "--dir", workdir, "--unixsocket", str(sock), "--unixsocketperm", "700"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     try:
         wait_port(port, 15)
-        yield RedisProc(port, proc)
+        yield RedisProc(port, proc, sock)
     finally:
         proc.terminate()
         proc.wait(10)

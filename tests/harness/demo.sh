@@ -23,14 +23,39 @@ else
 fi
 
 cd "$root"
-ansible-playbook -i inventories/local playbooks/site.yml
+# Without MODEL_BASE_URL the bot talks to an offline stand-in model server in the container.
+playbooks=(playbooks/site.yml)
+if [ -z "${MODEL_BASE_URL:-}" ]; then
+  echo "demo: no MODEL_BASE_URL set: installing the offline STAND-IN model server (not a real model)"
+  playbooks=(tests/harness/standin-model.yml "${playbooks[@]}")
+  model="the offline STAND-IN model server on 127.0.0.1:18800 (replies start with 'standin-model:')"
+else
+  model="${MODEL_NAME:-?} at $MODEL_BASE_URL"
+fi
+ansible-playbook -i inventories/local "${playbooks[@]}"
+
+# A fresh API token for this demo (shown once; older demo tokens stay valid until revoked).
+token="$(docker exec "$name" clawbot-app token create --user demo --tenant demo --days 7 \
+  --config /etc/clawbot/config.yaml 2>/dev/null)"
+chat="docker exec $name curl -sk https://localhost/api/v1/chat -H 'Authorization: Bearer $token' -H 'Content-Type: application/json' -d '{\"message\": \"Hello, who are you?\"}'"
+reply="$(eval "$chat" || true)"
 
 cat <<EOT
 
 demo: the stack is deployed on the container '$name'.
+  nginx (TLS, self-signed) on 443 -> clawbot-app on 127.0.0.1:18789 -> $model
+  Redis (unix socket) and MariaDB (unix socket) on the same container; ufw allows 22, 80, 443.
+
+Talk to the bot (a token valid for 7 days was just created for you):
+  $chat
+
+  answer just now: $reply
+
+  continue the conversation: add "session_id" from the answer to the JSON body.
+  more tokens:         docker exec $name clawbot-app token create --user NAME --config /etc/clawbot/config.yaml
   what runs there:     docker exec $name systemctl --no-pager list-units --type=service --state=running
+  the bot's log:       docker exec $name journalctl -u clawbot-app -o cat -n 20
   firewall:            docker exec $name ufw status verbose
-  ssh hardening:       docker exec $name sshd -T
   MariaDB (root, unix socket only):  docker exec $name mariadb -e 'SHOW DATABASES'
   Redis (ACL user admin; password in .cache/demo-secrets/, never on a command line):
                        docker exec -i $name sh -c 'REDISCLI_AUTH=\$(cat) redis-cli --user admin INFO keyspace' < .cache/demo-secrets/redis-admin
@@ -38,3 +63,7 @@ demo: the stack is deployed on the container '$name'.
   converge again:      make demo            (idempotent: second run reports changed=0)
   remove it:           make demo-destroy
 EOT
+case "$reply" in
+  *'"reply"'*) ;;
+  *) echo "demo: the chat request above did not return a reply" >&2; exit 1 ;;
+esac

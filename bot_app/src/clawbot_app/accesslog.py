@@ -52,7 +52,7 @@ class AccessLog:
         return f"{self._prefix}.{int((now - sec) * 1000):03d}Z"
 
     def log(self, method: str, path: str, route: str, status: int, duration_ns: int,
-            trace_id: str) -> None:
+            trace_id: str, client: str | None = None) -> None:
         if not self.enabled:
             return
         dumps = json.dumps
@@ -68,7 +68,8 @@ class AccessLog:
         self._buf.append(
             f'{{"@timestamp": "{self._timestamp()}", "log.level": "info", {parts[0]}'
             f'{dumps(path)}{parts[1]}'
-            f'"event.duration": {duration_ns}, "trace.id": {dumps(trace_id)}}}')
+            f'"event.duration": {duration_ns}, "trace.id": {dumps(trace_id)}'
+            f'{_client_field(client)}}}')
         if len(self._buf) >= _MAX_BUFFER:
             self.flush()
         elif self._handle is None:
@@ -101,3 +102,9 @@ class AccessLog:
         if self._file is not None:
             self._file.close()
             self._file = None
+
+
+def _client_field(client: str | None) -> str:
+    """``client.address``: the peer, or the client a trusted proxy forwarded (uvicorn's
+    ``server.forwarded_allow_ips``); left out when there is none (a Unix socket)."""
+    return f', "client.address": {json.dumps(client)}' if client else ""

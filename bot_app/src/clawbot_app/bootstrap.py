@@ -28,10 +28,10 @@ log = logging.getLogger("clawbot_app.bootstrap")
 async def build_services(settings: Settings) -> Services:
     settings.storage.data_path.mkdir(parents=True, exist_ok=True, mode=0o700)
     if settings.storage.is_embedded_sqlite:
-        await asyncio.to_thread(migrate.upgrade, settings.storage.effective_database_url)
+        await asyncio.to_thread(migrate.upgrade, settings.storage.service_url())
     metrics = Metrics()
     db = Database.from_settings(settings)
-    store = make_store(settings.storage.redis_url)
+    store = make_store(settings.storage.redis_url, settings.storage.redis_secret)
     http = await HttpClient.open()  # model calls and IM platform APIs share one pool
     keyring = Keyring.from_settings(settings)
     writer = ConversationWriter(settings, db, metrics)

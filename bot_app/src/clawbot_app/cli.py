@@ -17,10 +17,12 @@ from clawbot_app.config import (
 )
 
 # Exit codes. A configuration that cannot be used (named file missing, unreadable, a directory,
-# not YAML, not a mapping, or invalid values) ends every subcommand with EXIT_CONFIG, except
-# `config check`, whose "invalid" answer is EXIT_INVALID. Usage errors (argparse) are 2 as well.
+# not YAML, not a mapping, or invalid values; for `migrate` also its password file) ends every
+# subcommand with EXIT_CONFIG, except `config check`, whose "invalid" answer is EXIT_INVALID.
+# Usage errors (argparse) are 2 as well.
 EXIT_INVALID = 1
 EXIT_CONFIG = 2
+EXIT_MIGRATE = 1  # `migrate` could not connect or a migration failed (the message says which)
 
 
 def _load(args: argparse.Namespace) -> Settings:
@@ -60,21 +62,43 @@ def cmd_config_check(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
+    from sqlalchemy.exc import SQLAlchemyError
+
     from clawbot_app.db import migrate
+    from clawbot_app.db.engine import display_url
 
     settings = _load(args)
-    settings.storage.data_path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    url = settings.storage.effective_database_url
-    migrate.upgrade(url)
-    print(f"database at revision {migrate.current_revision(url)}")
+    try:  # the only command that reads storage.migration_password_file
+        url = settings.storage.migration_url()
+    except ConfigError as exc:
+        _print_errors(args, exc)
+        return EXIT_CONFIG
+    if settings.storage.is_embedded_sqlite:  # else leave data_dir alone (migrate may be root)
+        settings.storage.data_path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    print(f"migrating {display_url(url)}", file=sys.stderr)
+    try:
+        migrate.upgrade(url)
+        revision = migrate.current_revision(url)
+    except SQLAlchemyError as exc:
+        print(f"migration failed: {_db_error(exc)}", file=sys.stderr)
+        return EXIT_MIGRATE
+    print(f"database at revision {revision}")
     return 0
+
+
+def _db_error(exc: Exception) -> str:
+    """The driver's error (e.g. ``OperationalError: (1142, "CREATE command denied to user
+    ...")``) in one line, without SQLAlchemy's statement and link; no driver puts a password
+    in it."""
+    cause = getattr(exc, "orig", None) or exc
+    return f"{type(cause).__name__}: {cause}".splitlines()[0]
 
 
 def _engine(settings: Settings):  # type: ignore[no-untyped-def]
     from clawbot_app.db import migrate
     from clawbot_app.db.engine import make_engine
 
-    url = settings.storage.effective_database_url
+    url = settings.storage.service_url()
     if settings.storage.is_embedded_sqlite:
         settings.storage.data_path.mkdir(parents=True, exist_ok=True, mode=0o700)
         migrate.upgrade(url)

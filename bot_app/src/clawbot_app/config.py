@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from pathlib import Path
@@ -9,6 +10,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -20,7 +22,17 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from redis.asyncio.connection import parse_url as parse_redis_url
+from sqlalchemy.engine import URL, make_url
 
+from clawbot_app.configfile import (  # ConfigError: public here, as clawbot_app.config.ConfigError
+    SECRETS_KEY,
+    ConfigError,
+    deep_merge,
+    read_config_file,
+    read_password_file,
+    read_secrets_file,
+)
 from clawbot_app.crypto import KeyringError, load_keyring_file
 from clawbot_app.keyfile import KeyfileError, SecretKeyring, load_secret_keyring
 from clawbot_app.tokensfile import FileTokens, TokensFileError, load_tokens_file
@@ -34,17 +46,66 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def _ip_or_network(value: str) -> str:
+    """An IP address or a CIDR network (no host bits set), in its canonical spelling. The
+    ValueError names the entry: an address is no secret."""
+    if "/" in value:
+        return str(ipaddress.ip_network(value))
+    return str(ipaddress.ip_address(value))
+
+
 class ServerSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(18789, ge=1, le=65535)
     workers: int = Field(1, ge=1, le=64)
     graceful_timeout_seconds: int = Field(15, ge=0)
+    # Peers whose X-Forwarded-For / X-Forwarded-Proto uvicorn believes (the reverse proxy).
+    forwarded_allow_ips: list[Annotated[str, AfterValidator(_ip_or_network)]] = Field(
+        default_factory=lambda: ["127.0.0.1", "::1"])
+
+    @field_validator("forwarded_allow_ips", mode="before")
+    @classmethod
+    def _comma_separated(cls, v: Any) -> Any:
+        if isinstance(v, str):  # CLAWBOT__SERVER__FORWARDED_ALLOW_IPS=10.0.0.1,10.0.0.2
+            return [item.strip() for item in v.split(",") if item.strip()]
+        return [] if v is None else v
+
+
+def _database_url(value: str) -> str:
+    """A database URL SQLAlchemy can parse; the message never repeats it (it may hold a
+    password)."""
+    if not value:
+        return value
+    if not re.match(r"^(sqlite|mysql|mariadb)(\+\w+)?://", value):
+        raise ValueError("must be a sqlite:// or mysql:// (mariadb://) URL")
+    try:
+        make_url(value)
+    except Exception:  # noqa: BLE001 - its message would quote the URL
+        raise ValueError("is not a valid URL") from None
+    return value
+
+
+def _with_password(url: str, password: str | None) -> URL:
+    parsed = make_url(url)
+    return parsed.set(password=password) if password else parsed
+
+
+def _secret(value: SecretStr | None) -> str | None:
+    """The secret's text; an empty secret counts as not set."""
+    return (value.get_secret_value() or None) if value is not None else None
 
 
 class StorageSettings(_Section):
     data_dir: str = DEFAULT_DATA_DIR
-    database_url: str = ""
+    database_url: Annotated[str, AfterValidator(_database_url)] = ""
+    # Replaces the password in database_url (kept out of the URL, e.g. in the secrets_file).
+    database_password: SecretStr | None = None
+    # `clawbot-app migrate` only: another account ("" = database_url's), and the file holding
+    # its password. Nothing else reads that file, so the service user need not be able to.
+    migration_database_url: Annotated[str, AfterValidator(_database_url)] = ""
+    migration_password_file: str | None = None
     redis_url: str = ""
+    redis_password: SecretStr | None = None
     writer_queue_size: int = Field(10000, ge=10)
     writer_batch_size: int = Field(200, ge=1)
     # After the first row of a batch the writer waits this long for more rows, so that under
@@ -70,18 +131,39 @@ class StorageSettings(_Section):
     def is_embedded_sqlite(self) -> bool:
         return not self.database_url
 
-    @field_validator("database_url")
-    @classmethod
-    def _db_scheme(cls, v: str) -> str:
-        if v and not re.match(r"^(sqlite|mysql|mariadb)(\+\w+)?://", v):
-            raise ValueError("must be a sqlite:// or mysql:// (mariadb://) URL")
-        return v
+    def service_url(self) -> URL:
+        """The service's database: ``effective_database_url`` with ``database_password``.
+        ``str()`` of the URL masks the password."""
+        return _with_password(self.effective_database_url, _secret(self.database_password))
+
+    def migration_url(self) -> URL:
+        """What ``clawbot-app migrate`` connects as: ``migration_database_url`` (default: the
+        service's URL), with the password read from ``migration_password_file`` when set.
+
+        Reads that file (raises :class:`ConfigError`): only the ``migrate`` command calls this.
+        """
+        base = make_url(self.migration_database_url) if self.migration_database_url \
+            else self.service_url()
+        if self.migration_password_file:
+            path = os.path.expanduser(self.migration_password_file)
+            base = base.set(password=read_password_file(path, "storage.migration_password_file"))
+        return base
+
+    @property
+    def redis_secret(self) -> str | None:
+        """``redis_password`` (None: not set), which replaces a password in ``redis_url``."""
+        return _secret(self.redis_password)
 
     @field_validator("redis_url")
     @classmethod
     def _redis_scheme(cls, v: str) -> str:
         if v and not re.match(r"^(redis|rediss|unix)://", v):
             raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        if v:
+            try:
+                parse_redis_url(v)
+            except ValueError:  # its message may quote a part of the URL
+                raise ValueError("is not a valid Redis URL") from None
         return v
 
 
@@ -235,6 +317,8 @@ class LoggingSettings(_Section):
 
 
 class Settings(_Section):
+    # A YAML file with the same structure, merged over this one (load_settings reads it).
+    secrets_file: str | None = None
     server: ServerSettings = Field(default_factory=ServerSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
     session: SessionSettings = Field(default_factory=SessionSettings)
@@ -269,14 +353,6 @@ class Settings(_Section):
         if len(self.models.providers) == 1:
             return next(iter(self.models.providers))
         return None
-
-
-class ConfigError(Exception):
-    """Configuration is invalid; ``errors`` lists ``(key_path, reason)`` pairs."""
-
-    def __init__(self, errors: list[tuple[str, str]]):
-        self.errors = errors
-        super().__init__("; ".join(f"{p}: {r}" for p, r in errors))
 
 
 def _parse_env_value(raw: str) -> Any:
@@ -342,7 +418,31 @@ def _semantic_errors(s: Settings) -> list[tuple[str, str]]:
             errors.append((f"models.fallback.{i}", f"unknown provider '{name}'"))
     if names and not s.default_provider:
         errors.append(("models.default", "required when more than one provider is configured"))
+    errors.extend(_storage_errors(s.storage))
     errors.extend(_file_errors(s))
+    return errors
+
+
+def _storage_errors(st: StorageSettings) -> list[tuple[str, str]]:
+    """Credentials and migration settings that only an external (MySQL) database can use."""
+    errors: list[tuple[str, str]] = []
+    db = make_url(st.database_url) if st.database_url else None
+    external = db is not None and db.get_backend_name() != "sqlite"
+    needs_external = {"database_password": _secret(st.database_password),
+                      "migration_database_url": st.migration_database_url,
+                      "migration_password_file": st.migration_password_file}
+    for key, value in needs_external.items():
+        if value and not external:
+            errors.append((f"storage.{key}", "needs a mysql:// storage.database_url"))
+    if external and st.migration_database_url \
+            and make_url(st.migration_database_url).get_backend_name() == "sqlite":
+        errors.append(("storage.migration_database_url", "must be a mysql:// URL, like "
+                                                         "storage.database_url"))
+    if external and db is not None and db.username is None and _secret(st.database_password):
+        errors.append(("storage.database_url", "needs a user name to go with "
+                                               "storage.database_password"))
+    if st.redis_secret and not st.redis_url:
+        errors.append(("storage.redis_password", "needs storage.redis_url"))
     return errors
 
 
@@ -363,39 +463,35 @@ def _file_errors(s: Settings) -> list[tuple[str, str]]:
     return errors
 
 
+def _secrets_path(data: dict[str, Any], env: dict[str, str]) -> str | None:
+    """``secrets_file`` as the environment (``CLAWBOT__SECRETS_FILE``) or the main file sets it."""
+    overrides: dict[str, Any] = {}
+    _env_overrides(overrides, env)
+    value = overrides.get(SECRETS_KEY, data.get(SECRETS_KEY))
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise ConfigError([(SECRETS_KEY, "must be the path of a YAML file")])
+    return os.path.expanduser(value)
+
+
 def resolve_config_path(path: str | None, environ: dict[str, str] | None = None) -> str | None:
     env = os.environ if environ is None else environ
     return path or env.get(CONFIG_ENV) or None
 
 
 def load_settings(path: str | None = None, environ: dict[str, str] | None = None) -> Settings:
-    """Load YAML (``path`` or ``$CLAWBOT_CONFIG``), apply env overrides, validate.
+    """Load YAML (``path`` or ``$CLAWBOT_CONFIG``), merge its ``secrets_file`` over it, apply
+    env overrides, validate.
 
     Raises :class:`ConfigError` listing every problem (key path + reason, never values).
     """
     env = dict(os.environ if environ is None else environ)
     cfg_path = resolve_config_path(path, env)
-    data: dict[str, Any] = {}
-    if cfg_path:
-        try:
-            text = Path(cfg_path).read_text(encoding="utf-8")
-        except OSError as exc:
-            reason = exc.strerror or type(exc).__name__
-            raise ConfigError([("<file>", f"cannot read {cfg_path}: {reason}")]) from None
-        except UnicodeDecodeError:
-            raise ConfigError([("<file>", f"cannot read {cfg_path}: not UTF-8 text")]) from None
-        try:
-            loaded = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" at line {mark.line + 1}" if mark else ""
-            raise ConfigError([("<file>", f"{cfg_path}: invalid YAML{where}")]) from None
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            kind = type(loaded).__name__
-            raise ConfigError([("<root>", f"{cfg_path}: top level must be a mapping, not {kind}")])
-        data = loaded
+    data = read_config_file(cfg_path) if cfg_path else {}
+    secrets_path = _secrets_path(data, env)
+    if secrets_path:
+        data = deep_merge(data, read_secrets_file(secrets_path))
     _env_overrides(data, env)
     _apply_model_api_key(data, env)
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import time
 from collections.abc import Callable
 from functools import lru_cache
@@ -41,14 +42,15 @@ class ObservabilityMiddleware:
             return
         started = time.perf_counter_ns()
         services = scope["app"].state.services
-        clen = trace_id = None
+        clen = traceparent = request_id = None
         for name, value in scope["headers"]:
             if name == b"content-length":
                 clen = value
-            elif name == b"traceparent" or (name == b"x-request-id" and trace_id is None):
-                trace_id = _trace_from(name, value)
-        if trace_id is None:
-            trace_id = f"{_getrandbits(128):032x}"
+            elif name == b"traceparent":
+                traceparent = value
+            elif name == b"x-request-id" and request_id is None:
+                request_id = value
+        trace_id = trace_id_from(traceparent, request_id)
         scope.setdefault("state", {})["trace_id"] = trace_id
         trace_header = (b"x-trace-id", trace_id.encode("latin-1"))
         status = 500
@@ -86,18 +88,27 @@ class ObservabilityMiddleware:
                 self._children[key] = children
             children[0].inc()
             children[1].observe(duration_ns / 1e9)
-            services.access_log.log(method, scope["path"], route, status, duration_ns, trace_id)
+            client = scope.get("client")  # the forwarded client behind a trusted proxy
+            services.access_log.log(method, scope["path"], route, status, duration_ns, trace_id,
+                                    client[0] if client else None)
 
 
-def _trace_from(name: bytes, value: bytes) -> str | None:
-    if name == b"traceparent":
-        parts = value.decode("latin-1").split("-")
-        if len(parts) >= 3 and len(parts[1]) == 32:
-            return parts[1]
-        return None
-    if 0 < len(value) <= 128:
-        return value.decode("latin-1")
-    return None
+# W3C Trace Context: version-traceid-parentid-flags, lowercase hex; an all-zero trace id is invalid.
+_TRACEPARENT = re.compile(rb"[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}(-.*)?")
+# X-Request-ID comes from the client: it is echoed in a header and logged, so only a short token.
+_REQUEST_ID = re.compile(rb"[A-Za-z0-9._-]{1,64}")
+
+
+def trace_id_from(traceparent: bytes | None, request_id: bytes | None) -> str:
+    """The trace id of a request: a valid ``traceparent``'s trace id, else a valid
+    ``X-Request-ID``, else a new random one."""
+    if traceparent is not None:
+        m = _TRACEPARENT.fullmatch(traceparent)
+        if m is not None and m.group(1) != b"0" * 32:
+            return m.group(1).decode("ascii")
+    if request_id is not None and _REQUEST_ID.fullmatch(request_id):
+        return request_id.decode("ascii")
+    return f"{_getrandbits(128):032x}"
 
 
 def _limited_receive(receive: Receive, limit: int) -> Receive:

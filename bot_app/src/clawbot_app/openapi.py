@@ -156,8 +156,10 @@ def build_document(max_message_chars: int) -> dict[str, Any]:
                 "type": "http", "scheme": "bearer",
                 "description": "A token from `clawbot-app token create` or the tokens file."}},
             "headers": {"X-Trace-Id": {
-                "description": "From `traceparent` / `X-Request-ID`, or generated.",
-                "required": True, "schema": {"type": "string"}}},
+                "description": "The trace id of a valid `traceparent`, else a valid "
+                               "`X-Request-ID` (1-64 of `A-Z a-z 0-9 . _ -`), else generated.",
+                "required": True,
+                "schema": {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,64}$"}}},
         },
     }
 

@@ -12,6 +12,7 @@ from collections import OrderedDict
 from typing import Any, Protocol
 
 import redis.asyncio as aioredis
+from redis.asyncio.connection import parse_url
 
 
 class Store(Protocol):
@@ -93,10 +94,24 @@ class InProcessStore:
         return None
 
 
+def redis_client(url: str, password: str | None = None, **options: Any) -> aioredis.Redis:
+    """A client for ``url`` (``redis://[user[:pw]@]host:port/db``, ``rediss://...`` or
+    ``unix:///path.sock?username=user``). ``password``, when given, replaces a password in the
+    URL and goes with the URL's user name (``AUTH user password``, a Redis ACL user).
+
+    Built like ``Redis.from_url``, except for precedence: there a password in the URL wins over
+    a ``password`` argument, here the separate password wins.
+    """
+    kwargs: dict[str, Any] = {**options, **parse_url(url)}
+    if password:
+        kwargs["password"] = password
+    return aioredis.Redis.from_pool(aioredis.ConnectionPool(**kwargs))
+
+
 class RedisStore:
-    def __init__(self, url: str, prefix: str = "clawbot:"):
-        self.redis = aioredis.from_url(url, socket_timeout=3, socket_connect_timeout=3,
-                                       max_connections=200, health_check_interval=30)
+    def __init__(self, url: str, prefix: str = "clawbot:", password: str | None = None):
+        self.redis = redis_client(url, password, socket_timeout=3, socket_connect_timeout=3,
+                                  max_connections=200, health_check_interval=30)
         self.p = prefix
 
     async def mark_seen(self, key: str, ttl_seconds: int) -> bool:
@@ -132,5 +147,5 @@ class RedisStore:
         await self.redis.aclose()
 
 
-def make_store(redis_url: str) -> Store:
-    return RedisStore(redis_url) if redis_url else InProcessStore()
+def make_store(redis_url: str, password: str | None = None) -> Store:
+    return RedisStore(redis_url, password=password) if redis_url else InProcessStore()

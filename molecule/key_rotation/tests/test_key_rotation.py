@@ -11,10 +11,12 @@ import pytest
 from testinfra.modules.ansible import AnsibleException
 
 KEYS = "/etc/clawbot/keys"
+# The stand-in model server's request log (tests/harness/standin-model.yml).
+STANDIN_LOG = "/var/log/clawbot-standin-model/requests.jsonl"
 OLD = {
     "encryption.json": "k20250101T000000Z-0e0e",
     "probe-token.json": "k20250101T000000Z-0p0p",
-    "model-api-key.json": "k20250101T000000Z-0m0m",
+    "model-main.json": "k20250101T000000Z-0m0m",
 }
 
 
@@ -61,7 +63,7 @@ def test_generated_keys_have_the_requested_format(host) -> None:
 
 
 def test_model_api_key_switched_to_the_vault_value(host) -> None:
-    ring = _keyring(host, "model-api-key.json")
+    ring = _keyring(host, "model-main.json")
     assert ring["keys"][ring["current"]] == "sk-molecule-fake-new"
     assert ring["meta"][ring["current"]]["source"] == "external"
 
@@ -69,7 +71,7 @@ def test_model_api_key_switched_to_the_vault_value(host) -> None:
 def test_bot_reports_the_new_key_ids(host) -> None:
     metrics = host.check_output("curl -sf http://127.0.0.1:18789/metrics")
     for name, label in (("encryption.json", "encryption"), ("probe-token.json", "tokens:key-rotation-probe"),
-                        ("model-api-key.json", "provider:main")):
+                        ("model-main.json", "provider:main")):
         current = _keyring(host, name)["current"]
         reported = {tuple(sorted(m.group(1).split(","))) for m in
                     re.finditer(r"^clawbot_keyring_current_info\{([^}]*)\} 1\.0$", metrics, re.M)}
@@ -80,8 +82,8 @@ def test_new_probe_token_works_and_model_sees_the_new_key(host) -> None:
     probe = _keyring(host, "probe-token.json")
     status, doc = _chat(host, probe["keys"][probe["current"]])
     assert status == 200, doc
-    assert re.fullmatch(r"echo: after rotation \[n=\d+\]", doc["reply"]), doc  # the provider's reply format
-    last = json.loads(host.file("/var/log/fake-openai.jsonl").content_string.splitlines()[-1])
+    assert re.fullmatch(r"standin-model: after rotation \[n=\d+\]", doc["reply"]), doc  # the provider's reply format
+    last = json.loads(host.file(STANDIN_LOG).content_string.splitlines()[-1])
     assert last["path"] == "/v1/chat/completions"
     assert last["key_sha256"] == hashlib.sha256(b"sk-molecule-fake-new").hexdigest()[:16]
 
@@ -110,7 +112,7 @@ def test_new_conversation_rows_use_the_new_encryption_key(host) -> None:
 
 
 def test_new_key_was_verified_with_the_provider_before_use(host) -> None:
-    lines = [json.loads(x) for x in host.file("/var/log/fake-openai.jsonl").content_string.splitlines()]
+    lines = [json.loads(x) for x in host.file(STANDIN_LOG).content_string.splitlines()]
     new = hashlib.sha256(b"sk-molecule-fake-new").hexdigest()[:16]
     first_use = next(i for i, rec in enumerate(lines) if rec["key_sha256"] == new)
     assert lines[first_use]["path"] == "/v1/models"
@@ -118,12 +120,12 @@ def test_new_key_was_verified_with_the_provider_before_use(host) -> None:
 
 
 def test_key_the_provider_rejects_changes_nothing(host) -> None:
-    before = host.file(f"{KEYS}/model-api-key.json").content_string
+    before = host.file(f"{KEYS}/model-main.json").content_string
     # testinfra raises AnsibleException only when the result says "failed", which the --tree output
     # of ansible-core 2.19 leaves out; a failed run is recognised by its message and missing results.
     try:
         result = host.ansible("clawbot.stack.key_rotate",
-                              f"path={KEYS}/model-api-key.json secret=sk-molecule-not-accepted "
+                              f"path={KEYS}/model-main.json secret=sk-molecule-not-accepted "
                               "verify_url=http://127.0.0.1:18800/v1 owner=clawbot group=clawbot",
                               check=False, become=True)
     except AnsibleException as exc:
@@ -132,6 +134,6 @@ def test_key_the_provider_rejects_changes_nothing(host) -> None:
     assert "secret was rejected by http://127.0.0.1:18800/v1/models: HTTP 401" in result["msg"]
     assert "the keyring was not changed" in result["msg"]
     assert "sk-molecule-not-accepted" not in json.dumps(result)
-    assert host.file(f"{KEYS}/model-api-key.json").content_string == before
-    last = json.loads(host.file("/var/log/fake-openai.jsonl").content_string.splitlines()[-1])
+    assert host.file(f"{KEYS}/model-main.json").content_string == before
+    last = json.loads(host.file(STANDIN_LOG).content_string.splitlines()[-1])
     assert (last["path"], last["status"]) == ("/v1/models", 401)

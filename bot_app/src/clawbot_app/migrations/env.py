@@ -8,6 +8,9 @@ from alembic import context
 from clawbot_app.db.schema import metadata
 
 config = context.config
+# clawbot_app.db.migrate passes a URL object, so that a password is never rendered into text; the
+# ini option is the fallback for a plain `alembic` run with an ini file that sets it.
+url = config.attributes.get("url") or config.get_main_option("sqlalchemy.url")
 
 
 def run_migrations_online() -> None:
@@ -17,7 +20,7 @@ def run_migrations_online() -> None:
         with context.begin_transaction():
             context.run_migrations()
         return
-    engine = sa.create_engine(config.get_main_option("sqlalchemy.url"), poolclass=sa.pool.NullPool)
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
     with engine.connect() as conn:
         context.configure(connection=conn, target_metadata=metadata)
         with context.begin_transaction():
@@ -26,7 +29,7 @@ def run_migrations_online() -> None:
 
 
 def run_migrations_offline() -> None:
-    context.configure(url=config.get_main_option("sqlalchemy.url"), target_metadata=metadata,
+    context.configure(url=url, target_metadata=metadata,
                       literal_binds=True)
     with context.begin_transaction():
         context.run_migrations()

@@ -1,0 +1,35 @@
+"""A release that fails the health gate is rolled back and the service keeps answering.
+
+Runs ../broken_release.yml (the bot_app role with a wheel whose server exits at start) against
+the converged container with Molecule's inventory, then checks the container. Kept in its own
+module, named to run after test_serving.py (pytest runs modules in file-name order)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+from conftest import https_chat
+
+SCENARIO = Path(__file__).resolve().parents[1]
+
+
+def test_broken_release_is_rolled_back_and_the_bot_keeps_answering(host, api_token) -> None:
+    before = host.file("/opt/clawbot/current").linked_to
+    env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0")
+    run = subprocess.run(
+        ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], str(SCENARIO / "broken_release.yml")],
+        capture_output=True, text=True, env=env, timeout=600, check=False)
+    output = run.stdout + run.stderr
+    assert run.returncode != 0, "deploying a release that cannot start must fail the play"
+    assert "Rolled back from release 0.1.0.post999-" in output, output[-4000:]
+    assert "answers /ready again" in output, output[-4000:]
+
+    # The release that was running is current again, the broken one stays installed for a look.
+    assert host.file("/opt/clawbot/current").linked_to == before
+    assert host.file("/opt/clawbot/previous").linked_to.split("/")[-1].startswith("0.1.0.post999-")
+    assert host.check_output("clawbot-app --version") == "0.1.0"
+    status, answer, _ = https_chat(host, api_token, {"message": "still here"})
+    assert status == 200, answer
+    assert answer["reply"] == "standin-model: still here [n=1]"
