@@ -21,7 +21,7 @@ NEEDS[base]="git:git make:make rsync:rsync -:python3-venv"
 NEEDS[containers]="dockerd:docker.io debootstrap:debootstrap"
 NEEDS[stores]="redis-server:redis-server mariadbd:mariadb-server"
 NEEDS[sanity]="shellcheck:shellcheck"
-NEEDS[bench]="wrk:wrk"
+NEEDS[bench]="wrk:wrk nginx:nginx-light"
 PURPOSES="test demo bench unit sanity molecule"
 
 groups_for() {

@@ -19,7 +19,8 @@ def test_broken_release_is_rolled_back_and_the_bot_keeps_answering(host, api_tok
     before = host.file("/opt/clawbot/current").linked_to
     env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0")
     run = subprocess.run(
-        ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], str(SCENARIO / "broken_release.yml")],
+        ["ansible-playbook", "-i", str(Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent),
+         str(SCENARIO / "broken_release.yml")],
         capture_output=True, text=True, env=env, timeout=600, check=False)
     output = run.stdout + run.stderr
     assert run.returncode != 0, "deploying a release that cannot start must fail the play"

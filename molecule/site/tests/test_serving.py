@@ -170,8 +170,10 @@ def test_metrics_and_ready_only_from_loopback(host) -> None:
     addr = host.check_output("ip -4 -o addr show scope global | awk '{print $4}' | cut -d/ -f1 | head -n1")
     assert re.fullmatch(r"\d+\.\d+\.\d+\.\d+", addr), addr
     for path in ("/metrics", "/ready"):
-        inside = host.check_output(f"curl -sk -o /dev/null -w '%{{http_code}}' https://127.0.0.1{path}")
-        outside = host.check_output(f"curl -sk -o /dev/null -w '%{{http_code}}' --interface {addr} https://{addr}{path}")
+        inside = host.check_output(f"curl -sk -o /dev/null -w '%{{http_code}}' https://localhost{path}")
+        outside = host.check_output(f"curl -sk -o /dev/null -w '%{{http_code}}' --interface {addr} "
+                                    f"--resolve localhost:443:{addr} https://localhost{path}")
         assert (inside, outside) == ("200", "403"), path
-    chat = host.check_output(f"curl -sk -o /dev/null -w '%{{http_code}}' --interface {addr} -X POST https://{addr}/api/v1/chat")
+    chat = host.check_output(f"curl -sk -o /dev/null -w '%{{http_code}}' --interface {addr} "
+                             f"--resolve localhost:443:{addr} -X POST https://localhost/api/v1/chat")
     assert chat == "401"  # the API itself is open to clients (and asks for a token)
