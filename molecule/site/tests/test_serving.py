@@ -175,5 +175,5 @@ def test_metrics_and_ready_only_from_loopback(host) -> None:
                                     f"--resolve localhost:443:{addr} https://localhost{path}")
         assert (inside, outside) == ("200", "403"), path
     chat = host.check_output(f"curl -sk -o /dev/null -w '%{{http_code}}' --interface {addr} "
-                             f"--resolve localhost:443:{addr} -X POST https://localhost/api/v1/chat")
+                             f"--resolve localhost:443:{addr} -d '{{}}' https://localhost/api/v1/chat")
     assert chat == "401"  # the API itself is open to clients (and asks for a token)

@@ -2,7 +2,7 @@
 
 Runs ../broken_release.yml (the bot_app role with a wheel whose server exits at start) against
 the converged container with Molecule's inventory, then checks the container. Kept in its own
-module, named to run after test_serving.py (pytest runs modules in file-name order)."""
+module, named to run after test_serving.py (pytest runs modules in file-name order), because it changes releases."""
 
 from __future__ import annotations
 
