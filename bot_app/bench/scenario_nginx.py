@@ -14,6 +14,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -64,30 +65,75 @@ def _wait_port(port: int, timeout: float = 15) -> None:
     raise RuntimeError(f"nginx did not listen on {port}")
 
 
-def _render(work: Path, bot_port: int, http_port: int, https_port: int, env: dict[str, str]) -> None:
+def _render(
+    work: Path, bot_port: int, http_port: int, https_port: int, env: dict[str, str]
+) -> None:
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-         "-keyout", str(work / "tls.key"), "-out", str(work / "tls.crt"), "-days", "1",
-         "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
-        check=True, capture_output=True)
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            str(work / "tls.key"),
+            "-out",
+            str(work / "tls.crt"),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )
     overrides: dict[str, Any] = {
         "bench_dir": str(work),
+        "ansible_python_interpreter": sys.executable,
         "nginx_upstream_servers": [f"127.0.0.1:{bot_port}"],
-        "nginx_http_port": http_port, "nginx_https_port": https_port,
-        "nginx_server_names": ["localhost"], "nginx_reject_unknown_hosts": False,
-        "nginx_listen_ipv6": False, "_nginx_listen_ipv6": False, "_nginx_version": "1.22.1",
-        "_nginx_tls_cert_file": str(work / "tls.crt"), "_nginx_tls_key_file": str(work / "tls.key"),
-        "nginx_tls_mode": "files", "nginx_tls_ocsp_stapling": "off",
-        "nginx_acme_webroot": str(work / "acme"), "nginx_stub_status_enabled": False,
-        "nginx_access_log": str(work / "access.log"), "nginx_error_log": str(work / "site-error.log"),
+        "nginx_http_port": http_port,
+        "nginx_https_port": https_port,
+        "nginx_server_names": ["localhost"],
+        "nginx_reject_unknown_hosts": False,
+        "nginx_listen_ipv6": False,
+        "_nginx_listen_ipv6": False,
+        "_nginx_version": "1.22.1",
+        "_nginx_tls_cert_file": str(work / "tls.crt"),
+        "_nginx_tls_key_file": str(work / "tls.key"),
+        "nginx_tls_mode": "files",
+        "nginx_tls_ocsp_stapling": "off",
+        "nginx_acme_webroot": str(work / "acme"),
+        "nginx_stub_status_enabled": False,
+        "nginx_access_log": str(work / "access.log"),
+        "nginx_error_log": str(work / "site-error.log"),
         # wrk is one client address sending ~500 req/s: keep the limits, out of its way.
-        "nginx_api_rate": "100000r/s", "nginx_api_burst": 100000, "nginx_conn_limit_per_ip": 10000,
+        "nginx_api_rate": "100000r/s",
+        "nginx_api_burst": 100000,
+        "nginx_conn_limit_per_ip": 10000,
     }
     (work / "overrides.json").write_text(json.dumps(overrides))
-    playbook = shutil.which("ansible-playbook", path=os.path.dirname(os.sys.executable)) or "ansible-playbook"
-    run = subprocess.run([playbook, "-i", "localhost,", str(BENCH_DIR / "nginx_site.yml"),
-                          "-e", f"@{work / 'overrides.json'}"], capture_output=True, text=True, env=env,
-                         check=False)
+    playbook = (
+        shutil.which("ansible-playbook", path=os.path.dirname(sys.executable)) or "ansible-playbook"
+    )
+    run = subprocess.run(
+        [
+            playbook,
+            "-i",
+            "localhost,",
+            str(BENCH_DIR / "nginx_site.yml"),
+            "-e",
+            f"@{work / 'overrides.json'}",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
     if run.returncode != 0:
         raise RuntimeError("rendering the nginx role's template failed:\n" + run.stdout[-2000:])
     (work / "nginx.conf").write_text(MAIN_CONF.format(work=work))
@@ -102,22 +148,31 @@ def run(ctx: Any) -> list[Any]:
     http_port, https_port = _free_port(), _free_port()
     bot_port = int(ctx.base_url.rsplit(":", 1)[1])
     _render(work, bot_port, http_port, https_port, ctx.env)
-    test = subprocess.run([nginx, "-t", "-q", "-c", str(work / "nginx.conf")], capture_output=True, text=True)
+    test = subprocess.run(
+        [nginx, "-t", "-q", "-c", str(work / "nginx.conf")], capture_output=True, text=True
+    )
     if test.returncode != 0:
         raise RuntimeError("nginx -t: " + test.stderr)
-    proc = subprocess.Popen([nginx, "-c", str(work / "nginx.conf"), "-g", "daemon off;"],
-                            stdout=subprocess.DEVNULL, stderr=open(work / "stderr.log", "wb"))  # noqa: SIM115
+    proc = subprocess.Popen(
+        [nginx, "-c", str(work / "nginx.conf"), "-g", "daemon off;"],
+        stdout=subprocess.DEVNULL,
+        stderr=open(work / "stderr.log", "wb"),
+    )  # noqa: SIM115
     try:
         _wait_port(https_port)
         token_env = {"BENCH_TOKEN": ctx.token}
         script = BENCH_DIR / "chat_post.lua"
-        ctx.wrk(f"https://127.0.0.1:{https_port}/api/v1/chat", CONNECTIONS, script, token_env)  # warm-up
+        ctx.wrk(
+            f"https://127.0.0.1:{https_port}/api/v1/chat", CONNECTIONS, script, token_env
+        )  # warm-up
         direct = ctx.wrk(f"{ctx.base_url}/api/v1/chat", CONNECTIONS, script, token_env)
         direct.name = "chat straight to the bot"
         via = ctx.wrk(f"https://127.0.0.1:{https_port}/api/v1/chat", CONNECTIONS, script, token_env)
         via.name = "chat through nginx (HTTPS)"
         via.baseline, via.goal = direct.rps, GOAL
-        via.note = "(nginx role's site template, TLS 1.3, upstream keepalive; ratio vs the line above)"
+        via.note = (
+            "(nginx role's site template, TLS 1.3, upstream keepalive; ratio vs the line above)"
+        )
         return [direct, via]
     finally:
         proc.send_signal(signal.SIGQUIT)

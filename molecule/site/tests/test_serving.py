@@ -177,3 +177,9 @@ def test_metrics_and_ready_only_from_loopback(host) -> None:
     chat = host.check_output(f"curl -sk -o /dev/null -w '%{{http_code}}' --interface {addr} "
                              f"--resolve localhost:443:{addr} -d '{{}}' https://localhost/api/v1/chat")
     assert chat == "401"  # the API itself is open to clients (and asks for a token)
+    # The bot trusts nginx's X-Forwarded-For (forwarded_allow_ips: loopback): its access log names
+    # the real client, not nginx's 127.0.0.1.
+    journal = host.check_output("journalctl -u clawbot-app -o cat --since -2min --no-pager")
+    entries = [json.loads(line) for line in journal.splitlines() if line.startswith("{")]
+    assert any(e.get("client.address") == addr and e.get("http.response.status_code") == 401 for e in entries), \
+        [e for e in entries if "client.address" in e][-3:]
