@@ -179,7 +179,13 @@ def test_metrics_and_ready_only_from_loopback(host) -> None:
     assert chat == "401"  # the API itself is open to clients (and asks for a token)
     # The bot trusts nginx's X-Forwarded-For (forwarded_allow_ips: loopback): its access log names
     # the real client, not nginx's 127.0.0.1.
-    journal = host.check_output("journalctl -u clawbot-app -o cat --since -2min --no-pager")
-    entries = [json.loads(line) for line in journal.splitlines() if line.startswith("{")]
-    assert any(e.get("client.address") == addr and e.get("http.response.status_code") == 401 for e in entries), \
-        [e for e in entries if "client.address" in e][-3:]
+    def forwarded_401_logged() -> bool:
+        journal = host.check_output("journalctl -u clawbot-app -o cat --since -2min --no-pager")
+        entries = [json.loads(line) for line in journal.splitlines() if line.startswith("{")]
+        return any(e.get("client.address") == addr and e.get("http.response.status_code") == 401 for e in entries)
+
+    for _ in range(20):  # the line reaches the journal just after the answer
+        if forwarded_401_logged():
+            break
+        time.sleep(0.25)
+    assert forwarded_401_logged(), "the bot's access log does not name the client nginx forwarded"
