@@ -36,6 +36,9 @@ BASE_CONFIG = ROOT / ".config" / "molecule" / "config.yml"
 PLAIN_ENV = {"NO_COLOR": "1", "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0", "PY_COLORS": "0",
              "COLUMNS": "200", "MOLECULE_GLOB": "molecule/*/molecule.yml"}
 FAILED_OUTPUT_LINES = 400
+# Scenarios that take far longer than the others start first, so the job slots finish together
+# instead of one long scenario running alone at the end (site: about 500 s against 140-210 s).
+LONG_FIRST = ("site",)
 _print_lock = threading.Lock()
 
 
@@ -112,6 +115,12 @@ def column_labels(expected: list[str]) -> list[str]:
     return [action_label(name, expected[:n]) for n, name in enumerate(expected)]
 
 
+def run_order(scenarios: list[str]) -> list[str]:
+    """The long scenarios first (in LONG_FIRST's order), then the others as given."""
+    long = [name for name in LONG_FIRST if name in scenarios]
+    return long + [name for name in scenarios if name not in long]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("scenarios", nargs="*")
@@ -130,6 +139,7 @@ def main() -> int:
     log_dir = Path(args.log_dir)
     log_dir.mkdir(parents=True, exist_ok=True)
     expected = configured_sequence()
+    scenarios = run_order(scenarios)
 
     started = time.monotonic()
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from molecule_output import RunTranscript, is_noise, plain, recap_changed
-from run_molecule import column_labels, configured_sequence
+from run_molecule import LONG_FIRST, column_labels, configured_sequence, discover_scenarios, run_order
 from sanity_guard import skipped_tests
 
 HARNESS = Path(__file__).resolve().parent
@@ -227,3 +227,12 @@ def test_ci_runs_make_test_and_installs_nothing_itself() -> None:
     ci = (ROOT / ".ci/run").read_text()
     assert "exec make test" in ci
     assert "apt-get" not in ci
+
+
+def test_long_scenarios_start_first_and_none_is_lost() -> None:
+    known = discover_scenarios()
+    assert set(LONG_FIRST) <= set(known), "LONG_FIRST names a scenario that does not exist"
+    ordered = run_order(known)
+    assert sorted(ordered) == sorted(known)
+    assert ordered[: len(LONG_FIRST)] == list(LONG_FIRST)
+    assert run_order(["redis", "common"]) == ["redis", "common"]
