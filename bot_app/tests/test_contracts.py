@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import importlib.util
 import json
+import sys
 import threading
 import time
 from pathlib import Path
@@ -27,14 +28,23 @@ VECTORS = json.loads((CONTRACTS / "im_vectors.json").read_text())
 EXPECTED = json.loads((CONTRACTS / "keyrings" / "expected.json").read_text())
 
 
-def _collection_keyring() -> ModuleType:
-    """The collection's keyring module_utils (stdlib only), loaded from its file."""
-    spec = importlib.util.spec_from_file_location(
-        "collection_keyring", REPO / "plugins" / "module_utils" / "keyring.py")
+COLLECTION_UTILS = "ansible_collections.clawbot.stack.plugins.module_utils"
+
+
+def _load(name: str, file: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, REPO / "plugins" / "module_utils" / file)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _collection_keyring() -> ModuleType:
+    """The collection's keyring module_utils (stdlib only), loaded from its file, with the one
+    module_utils it imports (filelock) registered under its collection name."""
+    name = f"{COLLECTION_UTILS}.filelock"
+    sys.modules.setdefault(name, _load(name, "filelock.py"))
+    return _load("collection_keyring", "keyring.py")
 
 
 def test_dingtalk_published_vector() -> None:

@@ -22,8 +22,6 @@ import base64
 import binascii
 import contextlib
 import copy
-import errno
-import fcntl
 import glob
 import hmac
 import json
@@ -31,8 +29,9 @@ import os
 import secrets
 import stat
 import tempfile
-import time
 from datetime import datetime, timedelta, timezone
+
+from ansible_collections.clawbot.stack.plugins.module_utils.filelock import FileLock as _FileLock
 
 UTC = timezone.utc  # noqa: UP017 - module_utils run on Python 3.8+, datetime.UTC is 3.11+
 
@@ -440,39 +439,13 @@ def temp_prefix(path):
     return f".{os.path.basename(path)}."
 
 
-class FileLock:
+class FileLock(_FileLock):
     """Exclusive flock on the sidecar ``.<name>.lock`` for a read-modify-write of ``path``."""
 
+    error = KeyringError
+
     def __init__(self, path, timeout=60.0, poll=0.1):
-        self.path = lock_path(path)
-        self.timeout = timeout
-        self.poll = poll
-        self._fd = None
-
-    def __enter__(self):
-        try:
-            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
-        except OSError as exc:
-            raise KeyringError(f"cannot open lock file {self.path}: {exc.strerror}") from None
-        deadline = time.monotonic() + self.timeout
-        while True:
-            try:
-                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return self
-            except OSError as exc:
-                if exc.errno not in (errno.EAGAIN, errno.EACCES) or time.monotonic() >= deadline:
-                    self._close()
-                    raise KeyringError(f"cannot lock {self.path} within {self.timeout:.0f} seconds: "
-                                       "another run holds it") from None
-            time.sleep(self.poll)
-
-    def __exit__(self, *exc_info):
-        self._close()
-
-    def _close(self):
-        if self._fd is not None:
-            os.close(self._fd)  # closing releases the flock
-            self._fd = None
+        super().__init__(lock_path(path), timeout, poll)
 
 
 def remove_stale_temp_files(path):

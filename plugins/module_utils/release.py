@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import errno
-import fcntl
 import hashlib
 import json
 import os
@@ -30,9 +28,10 @@ import secrets
 import shutil
 import stat
 import tempfile
-import time
 import zipfile
 from datetime import datetime, timezone
+
+from ansible_collections.clawbot.stack.plugins.module_utils.filelock import FileLock
 
 UTC = timezone.utc  # noqa: UP017 - module_utils run on Python 3.8+, datetime.UTC is 3.11+
 
@@ -514,46 +513,14 @@ def diff_text(current, previous, releases):
 
 # --- files ------------------------------------------------------------------------------------
 
-class Lock:
+class Lock(FileLock):
     """flock on ``path``: exclusive (creating the file) or, for check mode, shared when it exists."""
 
+    error = ReleaseError
+    holder = "another run (another play on this host)"
+
     def __init__(self, path, timeout=300.0, shared=False, poll=0.2):
-        self.path = path
-        self.timeout = timeout
-        self.shared = shared
-        self.poll = poll
-        self._fd = None
-
-    def __enter__(self):
-        flags = os.O_RDONLY if self.shared else os.O_RDWR | os.O_CREAT
-        try:
-            self._fd = os.open(self.path, flags | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0), 0o600)
-        except FileNotFoundError:
-            if self.shared:
-                return self  # nothing deployed yet: nothing to wait for
-            raise
-        except OSError as exc:
-            raise ReleaseError(f"cannot open the lock file {self.path}: {exc.strerror}") from None
-        operation = fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX
-        deadline = time.monotonic() + self.timeout
-        while True:
-            try:
-                fcntl.flock(self._fd, operation | fcntl.LOCK_NB)
-                return self
-            except OSError as exc:
-                if exc.errno not in (errno.EAGAIN, errno.EACCES) or time.monotonic() >= deadline:
-                    self.close()
-                    raise ReleaseError(f"cannot lock {self.path} within {self.timeout:g} seconds: another run "
-                                       "(another play on this host) holds it") from None
-            time.sleep(self.poll)
-
-    def __exit__(self, *exc_info):
-        self.close()
-
-    def close(self):
-        if self._fd is not None:
-            os.close(self._fd)  # closing releases the flock
-            self._fd = None
+        super().__init__(path, timeout, poll, shared=shared)
 
 
 def fsync_directory(directory):
