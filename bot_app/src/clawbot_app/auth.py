@@ -39,6 +39,11 @@ class TokenService:
         """Current key id of each ``keyring_file`` entry, by metric label ``tokens:<user>``."""
         return dict(self._file.keyring_ids)
 
+    @property
+    def keyring_created(self) -> dict[str, float]:
+        """Creation time (unix) of those current keys, where the keyring's meta records it."""
+        return dict(self._file.keyring_created)
+
     @staticmethod
     def read_file(settings: Settings) -> FileTokens:
         """The tokens file as load_settings parsed it; parsed here only for settings that did

@@ -1,4 +1,4 @@
-"""``clawbot-app`` command line: serve, migrate, config check, token, keyring."""
+"""``clawbot-app`` command line: serve, migrate, config check, token, keyring, alert-relay."""
 
 from __future__ import annotations
 
@@ -183,6 +183,31 @@ def cmd_serve(args: argparse.Namespace) -> int:
                  workers=args.workers)
 
 
+def cmd_alert_relay(args: argparse.Namespace) -> int:
+    """The alert relay reads its own file (not the bot's configuration, not $CLAWBOT_CONFIG)."""
+    from clawbot_app.alertrelay.config import load_relay_config
+
+    if not args.config:
+        print("alert-relay: --config PATH is required (the relay's own YAML file)",
+              file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        loaded = load_relay_config(args.config)
+    except ConfigError as exc:
+        print(f"relay configuration invalid ({args.config}; {len(exc.errors)} error(s)):",
+              file=sys.stderr)
+        for path, reason in exc.errors:
+            print(f"  {path}: {reason}", file=sys.stderr)
+        return EXIT_INVALID if args.check else EXIT_CONFIG
+    if args.check:
+        receivers = ", ".join(f"{r.name} ({r.platform})" for r in loaded.config.receivers)
+        print(f"relay configuration OK ({args.config}); receivers: {receivers}")
+        return 0
+    from clawbot_app.alertrelay.server import serve
+
+    return serve(loaded)
+
+
 # `--config` is accepted by the main parser and by every subcommand parser. argparse gives a
 # subcommand parser a fresh namespace and copies all of it over the main one, so with one shared
 # dest a subcommand would reset a `--config` given before it to the default. Instead each parser
@@ -257,6 +282,13 @@ def build_parser() -> argparse.ArgumentParser:
     ksub = k.add_subparsers(dest="keyring_command", required=True)
     kr = _add_command(ksub, "rotate", 2, help="add a new current key (old keys stay readable)")
     kr.set_defaults(func=cmd_keyring_rotate)
+
+    a = _add_command(sub, "alert-relay", 1,
+                     help="relay Alertmanager notifications to DingTalk/Feishu/WeCom robots")
+    a.add_argument("--check", action="store_true",
+                   help="only validate the relay configuration (and its token file): exit 0 "
+                        "when valid, 1 naming each bad key")
+    a.set_defaults(func=cmd_alert_relay)
     return p
 
 

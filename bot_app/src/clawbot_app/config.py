@@ -33,7 +33,7 @@ from clawbot_app.configfile import (  # ConfigError: public here, as clawbot_app
     read_password_file,
     read_secrets_file,
 )
-from clawbot_app.crypto import KeyringError, load_keyring_file
+from clawbot_app.crypto import KeyringContent, KeyringError, load_keyring_content
 from clawbot_app.keyfile import KeyfileError, SecretKeyring, load_secret_keyring
 from clawbot_app.tokensfile import FileTokens, TokensFileError, load_tokens_file
 
@@ -334,7 +334,7 @@ class Settings(_Section):
     # ``encryption.keyring_file``: the running service applies exactly that content (read once;
     # a file changed after validation cannot slip in unvalidated).
     _file_tokens: FileTokens | None = PrivateAttr(default=None)
-    _keyring: tuple[str, dict[str, bytes]] | None = PrivateAttr(default=None)
+    _keyring: KeyringContent | None = PrivateAttr(default=None)
 
     @property
     def file_tokens(self) -> FileTokens | None:
@@ -342,8 +342,9 @@ class Settings(_Section):
         return self._file_tokens
 
     @property
-    def keyring(self) -> tuple[str, dict[str, bytes]] | None:
-        """``(current key id, keys)`` of the configured keyring file, when load_settings read it."""
+    def keyring(self) -> KeyringContent | None:
+        """``(current key id, keys, created)`` of the configured keyring file, when load_settings
+        read it."""
         return self._keyring
 
     @property
@@ -457,7 +458,7 @@ def _file_errors(s: Settings) -> list[tuple[str, str]]:
             errors.append(("auth.tokens_file", str(exc)))
     if s.encryption.keyring_file:
         try:
-            s._keyring = load_keyring_file(Path(os.path.expanduser(s.encryption.keyring_file)))
+            s._keyring = load_keyring_content(Path(os.path.expanduser(s.encryption.keyring_file)))
         except KeyringError as exc:
             errors.append(("encryption.keyring_file", str(exc)))
     return errors

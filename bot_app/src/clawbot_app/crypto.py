@@ -13,7 +13,7 @@ import datetime as dt
 import os
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
@@ -39,13 +39,27 @@ class KeyringError(Exception):
     pass
 
 
+class KeyringContent(NamedTuple):
+    """An encryption keyring file as the service uses it."""
+
+    current: str
+    keys: dict[str, bytes]  # key id -> 32-byte key
+    created: float | None = None  # unix time the current key was created (None: unknown)
+
+
 def load_keyring_file(path: Path) -> tuple[str, dict[str, bytes]]:
     """``(current id, {id: 32-byte key})`` from an encryption keyring file."""
+    content = load_keyring_content(path)
+    return content.current, content.keys
+
+
+def load_keyring_content(path: Path) -> KeyringContent:
+    """:func:`load_keyring_file` with the current key's creation time."""
     try:
         ring = load_secret_keyring(path)
     except KeyfileError as exc:
         raise KeyringError(str(exc)) from None
-    return ring.current, decode_aes_keys(ring)
+    return KeyringContent(ring.current, decode_aes_keys(ring), ring.current_created)
 
 
 def decode_aes_keys(ring: SecretKeyring) -> dict[str, bytes]:
@@ -116,12 +130,13 @@ def keyring_path(settings: Settings) -> Path:
 class Keyring:
     """Encrypt with the current key; decrypt with whichever key id the row names."""
 
-    def __init__(self, current: str, keys: dict[str, bytes]):
-        self._set(current, keys)
+    def __init__(self, current: str, keys: dict[str, bytes], created: float | None = None):
+        self._set(current, keys, created)
 
-    def _set(self, current: str, keys: dict[str, bytes]) -> None:
+    def _set(self, current: str, keys: dict[str, bytes], created: float | None = None) -> None:
         self._aead = {kid: AESGCM(k) for kid, k in keys.items()}
         self.current = current
+        self.current_created = created  # unix time, for the metrics (None: unknown)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Keyring:
@@ -132,7 +147,7 @@ class Keyring:
             if settings.encryption.keyring_file:
                 raise KeyringError(f"keyring file not found: {path}")
             rotate_keyring_file(path)  # embedded default: generate one in the data dir
-        return cls(*load_keyring_file(path))
+        return cls(*load_keyring_content(path))
 
     def reload(self, settings: Settings) -> None:
         if settings.keyring is not None:  # parsed once, by load_settings
@@ -140,7 +155,7 @@ class Keyring:
             return
         path = keyring_path(settings)
         if path.exists():
-            self._set(*load_keyring_file(path))
+            self._set(*load_keyring_content(path))
 
     def encrypt(self, plaintext: str, aad: str) -> tuple[str, str]:
         nonce = os.urandom(12)

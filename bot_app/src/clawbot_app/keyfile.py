@@ -72,6 +72,11 @@ class SecretKeyring:
     def current_secret(self) -> str:
         return self.keys[self.current]
 
+    @property
+    def current_created(self) -> float | None:
+        """Unix time of the current key's ``created`` meta (None: no meta or not a time)."""
+        return unix_time(self.meta.get(self.current, KeyMeta()).created)
+
     def rotated(self, key_id: str, secret: str, meta: KeyMeta, now: str) -> SecretKeyring:
         """A copy with ``key_id`` as the new current key; the old current is retired ``now``."""
         if key_id in self.keys:
@@ -173,6 +178,20 @@ def utc_now() -> dt.datetime:
 def timestamp(moment: dt.datetime) -> str:
     """``2026-11-21T10:15:00Z`` (the format of ``created`` / ``retired``)."""
     return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def unix_time(text: str | None) -> float | None:
+    """Seconds since the epoch of a ``created`` / ``retired`` value (ISO 8601; no zone: UTC),
+    None when it is missing or not a time."""
+    if not text:
+        return None
+    try:
+        moment = dt.datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return moment.timestamp()
 
 
 def new_key_id(moment: dt.datetime) -> str:

@@ -6,6 +6,7 @@ import logging
 import os
 import signal
 import sys
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -16,6 +17,14 @@ from clawbot_app.db import migrate
 from clawbot_app.logging_setup import setup_logging, uvicorn_log_config
 
 log = logging.getLogger("clawbot_app.server")
+
+# prometheus_client's multiprocess switch. It is read when prometheus_client is imported: this
+# module must not import it (nor clawbot_app.metrics) before use_metrics_dir() decided.
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+# SIGHUP makes uvicorn start a new worker and retire an old one only once the new one answers;
+# uvicorn's default of 5 s gave up (and kept the old worker) on a busy 2-core host. The same
+# time bounds how long a worker may leave the supervisor's liveness ping unanswered.
+WORKER_START_SECONDS = 60
 
 
 def prepare_database(settings: Settings) -> None:
@@ -62,9 +71,11 @@ def serve(settings: Settings, config_path: str | None, host: str | None = None,
     port = port or settings.server.port
     workers = workers or settings.server.workers
     log.info("listening on %s:%d (%d worker(s))", host, port, workers)
+    use_metrics_dir(settings, workers)
     if workers > 1:
         uvicorn.run("clawbot_app.app:factory", factory=True, host=host, port=port,
-                    workers=workers, **uvicorn_options(settings))
+                    workers=workers, timeout_worker_healthcheck=WORKER_START_SECONDS,
+                    **uvicorn_options(settings))
         return 0
     from clawbot_app.app import create_app
 
@@ -73,6 +84,40 @@ def serve(settings: Settings, config_path: str | None, host: str | None = None,
     signal.signal(signal.SIGTERM, _exit_clean)
     uvicorn.run(app, host=host, port=port, **uvicorn_options(settings))
     return 0
+
+
+def metrics_dir(settings: Settings) -> Path:
+    """Where the workers keep their metric files: ``metrics/`` in the service's systemd
+    ``RuntimeDirectory=`` (``$RUNTIME_DIRECTORY``, a tmpfs), else in ``storage.data_dir``."""
+    runtime = os.environ.get("RUNTIME_DIRECTORY", "").split(":")[0]
+    return Path(runtime or settings.storage.data_path) / "metrics"
+
+
+def use_metrics_dir(settings: Settings, workers: int) -> None:
+    """Multiprocess metrics for several workers (``clawbot_app.metrics``): an emptied private
+    directory in ``$PROMETHEUS_MULTIPROC_DIR``, which the spawned workers inherit. One process
+    keeps its metrics in memory: the variable is unset, whatever the environment said."""
+    if workers <= 1:
+        os.environ.pop(MULTIPROC_ENV, None)
+        return
+    path = metrics_dir(settings)
+    prepare_multiprocess_dir(path)
+    os.environ[MULTIPROC_ENV] = str(path)
+
+
+def prepare_multiprocess_dir(path: Path) -> None:
+    """Create ``path`` (0700) or empty it of a previous run's files, before any worker starts.
+    Refuses a directory of another owner; takes write access away from group and others."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    info = path.stat()
+    if info.st_uid != os.getuid():
+        raise SystemExit(f"{path}: metrics directory is owned by uid {info.st_uid}, "
+                         f"not by this service's")
+    if info.st_mode & 0o077:
+        path.chmod(0o700)
+    for entry in os.scandir(path):
+        if entry.name.endswith(".db") and entry.is_file(follow_symlinks=False):
+            os.unlink(entry.path)
 
 
 def _exit_clean(signum: int, frame: FrameType | None) -> None:

@@ -108,10 +108,17 @@ class Services:
         self.publish_key_ids()
 
     def publish_key_ids(self) -> None:
-        """Set ``clawbot_keyring_current_info`` from the keyrings loaded right now."""
+        """Set ``clawbot_keyring_current_info`` and
+        ``clawbot_keyring_current_created_timestamp_seconds`` from the keyrings loaded now."""
         current = {"encryption": self.keyring.current}
+        created: dict[str, float] = {}
+        if self.keyring.current_created is not None:
+            created["encryption"] = self.keyring.current_created
         for name, provider in self.settings.models.providers.items():
             if provider.api_key_file is not None:
                 current[f"provider:{name}"] = provider.api_key_file.current
+                if provider.api_key_file.current_created is not None:
+                    created[f"provider:{name}"] = provider.api_key_file.current_created
         current.update(self.tokens.keyring_ids)
-        self.metrics.set_keyring_current(current)
+        created.update(self.tokens.keyring_created)
+        self.metrics.set_keyring_current(current, created)

@@ -33,6 +33,8 @@ class TokensFileError(ValueError):
 class FileTokens:
     records: dict[str, TokenRecord] = field(default_factory=dict)  # sha256 hex -> record
     keyring_ids: dict[str, str] = field(default_factory=dict)  # "tokens:<user>" -> current id
+    # "tokens:<user>" -> unix time its current key was created (keyrings whose meta says it)
+    keyring_created: dict[str, float] = field(default_factory=dict)
 
 
 def load_tokens_file(path: str) -> FileTokens:
@@ -90,6 +92,9 @@ def _add_entry(out: FileTokens, entry: Any) -> None:
         for secret in ring.keys.values():
             out.records[hash_token(secret)] = record
         out.keyring_ids[f"tokens:{user}"] = ring.current
+        created = ring.current_created
+        if created is not None:
+            out.keyring_created[f"tokens:{user}"] = created
 
 
 def _expiry(value: Any) -> dt.datetime | None:

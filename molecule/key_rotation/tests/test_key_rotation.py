@@ -8,11 +8,17 @@ import json
 import re
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from testinfra.modules.ansible import AnsibleException
 
 KEYS = "/etc/clawbot/keys"
 # The stand-in model server's request log (tests/harness/standin-model.yml).
 STANDIN_LOG = "/var/log/clawbot-standin-model/requests.jsonl"
+# node exporter's textfile collector directory (key_rotation_textfile_dir, Debian's default).
+TEXTFILE_DIR = "/var/lib/prometheus/node-exporter"
+# keyring file -> the bot's `keyring` metric label, and its max_age_days in this scenario.
+LABELS = {"encryption.json": ("encryption", 90), "probe-token.json": ("tokens:key-rotation-probe", 30),
+          "model-main.json": ("provider:main", 180)}
 OLD = {
     "encryption.json": "k20250101T000000Z-0e0e",
     "probe-token.json": "k20250101T000000Z-0p0p",
@@ -76,6 +82,34 @@ def test_bot_reports_the_new_key_ids(host) -> None:
         reported = {tuple(sorted(m.group(1).split(","))) for m in
                     re.finditer(r"^clawbot_keyring_current_info\{([^}]*)\} 1\.0$", metrics, re.M)}
         assert (f'key_id="{current}"', f'keyring="{label}"') in reported
+
+
+def _samples(text: str, name: str) -> dict[str, float]:
+    return {s.labels["keyring"]: s.value for family in text_string_to_metric_families(text)
+            if family.name == name for s in family.samples}
+
+
+def test_bot_reports_when_the_current_keys_were_created(host) -> None:
+    metrics = host.check_output("curl -sf http://127.0.0.1:18789/metrics")
+    reported = _samples(metrics, "clawbot_keyring_current_created_timestamp_seconds")
+    expected = {}
+    for name, (label, _) in LABELS.items():
+        ring = _keyring(host, name)
+        created = ring["meta"][ring["current"]]["created"]
+        expected[label] = dt.datetime.fromisoformat(created.replace("Z", "+00:00")).timestamp()
+    assert reported == expected
+
+
+def test_rotation_policy_published_for_node_exporter(host) -> None:
+    directory = host.file(TEXTFILE_DIR)
+    assert directory.is_directory and directory.user == "root" and directory.mode == 0o755
+    assert directory.listdir() == ["clawbot_keyrings.prom"]  # no temporary file left behind
+    f = host.file(f"{TEXTFILE_DIR}/clawbot_keyrings.prom")
+    assert (f.user, f.group, f.mode) == ("root", "root", 0o644)
+    families = list(text_string_to_metric_families(f.content_string))
+    assert [(family.name, family.type) for family in families] == [("clawbot_keyring_max_age_seconds", "gauge")]
+    assert _samples(f.content_string, "clawbot_keyring_max_age_seconds") == {
+        label: days * 86400 for label, days in LABELS.values()}
 
 
 def test_new_probe_token_works_and_model_sees_the_new_key(host) -> None:
