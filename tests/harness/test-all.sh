@@ -10,7 +10,7 @@ parts=(
   "venv|.venv from requirements-dev.txt and bot_app[test] (once; again when either changes)"
   "lint|yamllint, ansible-lint (production profile), ruff, antsibull-changelog lint"
   "sanity|ansible-test sanity on a copy of the collection; a skipped test fails the part"
-  "unit|ansible-test units (modules, module_utils, filters), harness self-tests, bot_app pytest"
+  "unit|ansible-test units (modules, module_utils, filters), harness self-tests, alert rules (promtool), bot_app pytest"
   "integration|playbooks against the real bot on loopback with fake IM/model providers (tests/playbooks)"
   "image|the local Debian 12 systemd image, debootstrap + docker import (once; cached by Docker; built in the background while the parts above run)"
   "molecule|every scenario under molecule/ in a systemd container, two at a time (tests/harness/run_molecule.py)"

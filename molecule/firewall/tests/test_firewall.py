@@ -66,8 +66,9 @@ def test_web_open_to_anywhere(rules, port: str) -> None:
 
 
 def test_bot_port_only_from_allowed_network(rules) -> None:
-    bot = [r for r in rules if "18789" in r[0]]
-    assert bot == [("18789/tcp", "ALLOW IN", APP_CIDR)]
+    bot = sorted(r for r in rules if "18789" in r[0])
+    # and from the monitoring host (test_metrics_ports_open_to_the_monitoring_host_only)
+    assert bot == [("18789/tcp", "ALLOW IN", "10.20.0.9"), ("18789/tcp", "ALLOW IN", APP_CIDR)]
 
 
 def test_extra_rules_present(rules) -> None:
@@ -111,6 +112,21 @@ def test_redis_rules_name_the_app_hosts(host) -> None:
     assert "203.0.113.50" not in "\n".join(added)
 
 
+def test_metrics_ports_open_to_the_monitoring_host_only(host, rules) -> None:
+    """The container is a Redis and a bot host: node exporter, Redis exporter and the bot's
+    /metrics port open to mon-1's private address; nginx's and MariaDB's exporters stay closed."""
+    metrics = sorted(r for r in rules if r[2] == "10.20.0.9")
+    assert metrics == [
+        ("18789/tcp", "ALLOW IN", "10.20.0.9"),
+        ("9100/tcp", "ALLOW IN", "10.20.0.9"),
+        ("9121/tcp", "ALLOW IN", "10.20.0.9"),
+    ]
+    assert not [r for r in rules if r[0].startswith(("9104", "9113"))]
+    added = host.check_output("ufw show added").splitlines()
+    assert "ufw allow from 10.20.0.9 to any port 9100 proto tcp comment 'node-exporter from mon-1'" in added
+    assert "203.0.113.60" not in "\n".join(added)
+
+
 def test_mariadb_closed_when_not_a_db_server(rules) -> None:
     assert not [r for r in rules if r[0].startswith("3306")]
 
@@ -127,7 +143,7 @@ def test_stray_rules_removed(host, rules) -> None:
 
 
 def test_nothing_else(rules) -> None:
-    assert len(rules) == 13, rules
+    assert len(rules) == 16, rules
 
 
 def test_rules_loaded_in_kernel(host) -> None:
