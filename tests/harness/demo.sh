@@ -40,6 +40,19 @@ token="$(docker exec "$name" clawbot-app token create --user demo --tenant demo 
 chat="docker exec $name curl -sk https://localhost/api/v1/chat -H 'Authorization: Bearer $token' -H 'Content-Type: application/json' -d '{\"message\": \"Hello, who are you?\"}'"
 reply="$(eval "$chat" || true)"
 
+# Prometheus' view right after the deploy: wait (bounded) until every target was scraped once.
+targets="$(docker exec "$name" python3 -c '
+import json, time, urllib.request
+for _ in range(30):
+    data = json.load(urllib.request.urlopen("http://127.0.0.1:9090/api/v1/targets", timeout=5))
+    active = data["data"]["activeTargets"]
+    if active and all(t["health"] != "unknown" for t in active):
+        break
+    time.sleep(2)
+down = sorted(t["labels"]["job"] + "@" + t["labels"].get("host", "?") for t in active if t["health"] != "up")
+print(f"{len(active) - len(down)} of {len(active)} up" + (" (down: " + ", ".join(down) + ")" if down else ""))
+' 2>/dev/null || echo "unknown (Prometheus did not answer)")"
+
 cat <<EOT
 
 demo: the stack is deployed on the container '$name'.
@@ -59,6 +72,16 @@ Talk to the bot (a token valid for 7 days was just created for you):
   MariaDB (root, unix socket only):  docker exec $name mariadb -e 'SHOW DATABASES'
   Redis (ACL user admin; password in .cache/demo-secrets/, never on a command line):
                        docker exec -i $name sh -c 'REDISCLI_AUTH=\$(cat) redis-cli --user admin INFO keyspace' < .cache/demo-secrets/redis-admin
+
+Monitoring (Prometheus, Alertmanager and the alert relay listen on the container's loopback only):
+  Prometheus targets just now: $targets
+  targets:             docker exec $name curl -s http://127.0.0.1:9090/api/v1/targets
+  alerts firing:       docker exec $name amtool --alertmanager.url=http://127.0.0.1:9093 alert query
+  a browser:           ssh -L 9090:127.0.0.1:9090 -L 9093:127.0.0.1:9093 USER@HOST on a real host, then
+                       http://localhost:9090 and http://localhost:9093 (this container has no sshd:
+                       use docker exec as above)
+  group chat alerts:   set alertmanager_robots (DingTalk/Feishu/WeCom robots) in
+                       inventories/local/group_vars/monitoring_servers.yml and run make demo again
   a shell:             docker exec -it $name bash
   converge again:      make demo            (idempotent: second run reports changed=0)
   remove it:           make demo-destroy
