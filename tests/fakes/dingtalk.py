@@ -31,7 +31,7 @@ from typing import Any
 from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from .httpd import Recorder, Request, Response, bot_error, json_response, text_response
+from .httpd import Recorder, Request, Response, bot_error, json_response, take_gateway_failure, text_response
 
 OAUTH2_BAD_CREDENTIALS = "无效的clientId或者clientSecret"
 LEGACY_BAD_CREDENTIALS = "不合法的corpid或corpsecret"
@@ -100,12 +100,9 @@ class FakeDingTalk:
         self.session_messages.clear()
 
     def __call__(self, request: Request) -> Response:
-        with self._lock:
-            failing = self.fail_first > 0
-            if failing:
-                self.fail_first -= 1
-        if failing:
-            return text_response("<html>503 Service Temporarily Unavailable</html>", 503)
+        failure = take_gateway_failure(self)
+        if failure is not None:
+            return failure
         route = (request.method, request.path)
         if route == ("POST", "/v1.0/oauth2/accessToken"):
             return self._oauth2(request)

@@ -63,6 +63,16 @@ def bot_error(status: int, code: str, message: str) -> Response:
 App = Callable[[Request], Response]
 
 
+def take_gateway_failure(fake: Any) -> Response | None:
+    """The 503 an API gateway answers while ``fake.fail_first`` (decremented under ``fake._lock``)
+    is positive; ``None`` when the request should go through."""
+    with fake._lock:  # pylint: disable=protected-access
+        failing = fake.fail_first > 0
+        if failing:
+            fake.fail_first -= 1
+    return text_response("<html>503 Service Temporarily Unavailable</html>", 503) if failing else None
+
+
 class Recorder:
     """A thread-safe list of what a fake received (the server threads add, the test reads)."""
 

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .httpd import Recorder, Request, Response, json_response, text_response
+from .httpd import Recorder, Request, Response, json_response, take_gateway_failure
 
 WEBHOOK_PATH = "/cgi-bin/webhook/send"
 INVALID_KEY = "invalid webhook url, hint: [1700000000_fake], from ip: 127.0.0.1, more info at " \
@@ -73,12 +73,9 @@ class FakeWeCom:
         self.robot_messages.clear()
 
     def __call__(self, request: Request) -> Response:
-        with self._lock:
-            failing = self.fail_first > 0
-            if failing:
-                self.fail_first -= 1
-        if failing:
-            return text_response("<html>503 Service Temporarily Unavailable</html>", 503)
+        failure = take_gateway_failure(self)
+        if failure is not None:
+            return failure
         handler = self._routes.get((request.method, request.path))
         if handler is None:
             return json_response({"errcode": 404, "errmsg": "invalid url"}, 404)

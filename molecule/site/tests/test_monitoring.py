@@ -63,7 +63,9 @@ def test_every_target_of_the_stack_is_scraped_and_up(targets) -> None:
 
 def test_the_bot_and_the_https_probe_report_real_values(host) -> None:
     def value(query: str) -> list[dict]:
-        return _get_json(host, f"{PROM}/api/v1/query?query={query}")["data"]["result"]
+        out = host.check_output("curl -sf --max-time 10 -G --data-urlencode %s %s", f"query={query}",
+                                f"{PROM}/api/v1/query")
+        return json.loads(out)["data"]["result"]
 
     # The bot's own series, scraped from its /metrics.
     assert value("clawbot_keyring_current_info")
@@ -106,9 +108,11 @@ def test_live_alertmanager_config_is_the_rendered_one(host) -> None:
     assert "ops-dingtalk" in live and "ops-feishu" in live
     check = host.run("amtool check-config /etc/prometheus/alertmanager.yml")
     assert check.rc == 0, check.stdout + check.stderr
-    # Alertmanager re-serialises its config: compare the routing, not the bytes.
-    shown = host.check_output("amtool config routes --alertmanager.url=%s", AM)
-    assert "ops-dingtalk" in shown
+    # Critical alerts go to the receiver that holds the robots (the relay's webhook per robot).
+    route = host.check_output("amtool config routes test --alertmanager.url=%s severity=critical team=clawbot", AM)
+    assert route.strip() == "default-critical"
+    receivers = {r["name"]: r for r in _get_json(host, f"{AM}/api/v2/receivers")}
+    assert "default-critical" in receivers
 
 
 def test_prometheus_alerts_reach_alertmanager(host) -> None:
