@@ -40,13 +40,14 @@ token="$(docker exec "$name" clawbot-app token create --user demo --tenant demo 
 chat="docker exec $name curl -sk https://localhost/api/v1/chat -H 'Authorization: Bearer $token' -H 'Content-Type: application/json' -d '{\"message\": \"Hello, who are you?\"}'"
 reply="$(eval "$chat" || true)"
 
-# Prometheus' view right after the deploy: wait (bounded) until every target was scraped once.
+# Prometheus' view right after the deploy: wait (bounded, 60 s) until every target is up; a
+# service started after Prometheus (Alertmanager) is up at the next scrape.
 targets="$(docker exec "$name" python3 -c '
 import json, time, urllib.request
 for _ in range(30):
     data = json.load(urllib.request.urlopen("http://127.0.0.1:9090/api/v1/targets", timeout=5))
     active = data["data"]["activeTargets"]
-    if active and all(t["health"] != "unknown" for t in active):
+    if active and all(t["health"] == "up" for t in active):
         break
     time.sleep(2)
 down = sorted(t["labels"]["job"] + "@" + t["labels"].get("host", "?") for t in active if t["health"] != "up")
