@@ -54,6 +54,20 @@ down = sorted(t["labels"]["job"] + "@" + t["labels"].get("host", "?") for t in a
 print(f"{len(active) - len(down)} of {len(active)} up" + (" (down: " + ", ".join(down) + ")" if down else ""))
 ' 2>/dev/null || echo "unknown (Prometheus did not answer)")"
 
+# Backups: the timer and what each repository holds (the deploy ran the first backup).
+backups="$(docker exec "$name" python3 -c '
+import json, subprocess, time
+timers = ["clawbot-backup.timer", "clawbot-backup-check.timer"]
+out = subprocess.run(["systemctl", "list-timers", "--no-pager", "--all"] + timers,
+                     capture_output=True, text=True, check=True).stdout.strip().splitlines()
+print("\n".join("  " + line for line in out[:3]))
+status = subprocess.run(["clawbot-backup", "status"], capture_output=True, text=True, check=True).stdout
+for r in json.loads(status):
+    ok = r.get("last_success") or 0
+    when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ok)) if ok else "never"
+    print("  repository %s (%s): %s snapshots, last success %s" % (r["name"], r["repository"], r.get("snapshots", 0), when))
+' 2>/dev/null || echo "  unknown (clawbot-backup did not answer)")"
+
 cat <<EOT
 
 demo: the stack is deployed on the container '$name'.
@@ -83,6 +97,15 @@ Monitoring (Prometheus, Alertmanager and the alert relay listen on the container
                        use docker exec as above)
   group chat alerts:   set alertmanager_robots (DingTalk/Feishu/WeCom robots) in
                        inventories/local/group_vars/monitoring_servers.yml and run make demo again
+
+Backups (restic; daily at 03:00 plus a random delay, weekly restic check --read-data-subset):
+$backups
+  back up now:         docker exec $name systemctl start clawbot-backup.service
+  snapshots:           docker exec $name clawbot-backup snapshots --repository local
+  restore drill:       ansible-playbook -i inventories/local playbooks/restore_drill.yml
+  the repository password: .cache/demo-secrets/backup-local (keep it off the host: without it the
+                       backups cannot be read)
+
   a shell:             docker exec -it $name bash
   converge again:      make demo            (idempotent: second run reports changed=0)
   remove it:           make demo-destroy

@@ -19,7 +19,7 @@ here="$(cd "$(dirname "$0")" && pwd)"
 declare -A NEEDS
 NEEDS[base]="git:git make:make rsync:rsync -:python3-venv"
 NEEDS[containers]="dockerd:docker.io debootstrap:debootstrap"
-NEEDS[stores]="redis-server:redis-server mariadbd:mariadb-server"
+NEEDS[stores]="redis-server:redis-server mariadbd:mariadb-server mariadb-dump:mariadb-client restic:restic"
 NEEDS[sanity]="shellcheck:shellcheck"
 NEEDS[bench]="wrk:wrk nginx:nginx-light"
 PURPOSES="test demo bench unit sanity molecule"
