@@ -111,6 +111,8 @@ unit: prereqs-unit venv $(SANITY_ROOT)
 	@pytest -q -p no:cacheprovider -p no:asyncio tests/harness || $(call fail,unit: harness self-tests)
 	@$(call step,unit: alert rules (rendered by Ansible, promtool check rules and test rules))
 	@pytest -q -p no:cacheprovider -p no:asyncio tests/monitoring || $(call fail,unit: alert rules)
+	@$(call step,unit: backup tool (real restic, mariadbd and redis-server on private sockets))
+	@pytest -q -p no:cacheprovider -p no:asyncio tests/backup || $(call fail,unit: backup tool)
 	@if [ -d bot_app/tests ]; then \
 	  $(call step,unit: bot_app pytest (real redis-server and mariadbd on private sockets; about a minute)); \
 	  cd bot_app && pytest -q -p no:cacheprovider || $(call fail,unit: bot_app pytest); fi

@@ -151,8 +151,10 @@ def test_the_drill_detects_a_corrupted_dump(host) -> None:
     host.check_output(f"rm -rf /tmp/corrupt && mkdir -m 0700 /tmp/corrupt && {env} restic restore latest "
                       f"--host {name} --target /tmp/corrupt")
     dump = f"/tmp/corrupt{STAGING}/mariadb/clawbot.sql"
-    # alembic_version holds one row: change the revision in it.
-    host.check_output(f"sed -i \"s/^INSERT INTO \\`alembic_version\\` VALUES ('/&x/\" {dump}")
+    # alembic_version holds one row: change the revision in it (MariaDB 10.11 writes the INSERT
+    # and each row on lines of their own, older versions all on one line).
+    host.check_output(f"sed -i \"/^INSERT INTO \\`alembic_version\\`/,/;\\$/ s/('/('x/\" {dump}")
+    assert "('x" in host.check_output(f"grep -A1 '^INSERT INTO `alembic_version`' {dump}")
     host.check_output(f"rm -rf {STAGING} && mv /tmp/corrupt{STAGING} {STAGING} && "
                       f"{env} restic backup --quiet --host {name} --tag clawbot {STAGING}")
     host.check_output(f"rm -rf {STAGING} /tmp/corrupt")
@@ -199,18 +201,19 @@ def test_with_the_s3_server_down_the_other_repositories_still_get_their_snapshot
 
 
 @pytest.fixture()
-def api_row(host, api_token) -> int:
+def api_row(host, api_token) -> str:
     """A conversation row made through the real API, then backed up."""
     status, _, _ = https_chat(host, api_token, {"message": f"backup-me-{time.time_ns()}"})
     assert status == 200
     for _ in range(20):
-        row = _sql(host, "SELECT MAX(id) FROM conversation_log WHERE user_id = 'verify'")
+        row = _sql(host, "SELECT MAX(id) FROM conversation_log WHERE user_id = 'verify'")  # a UUID
         if row not in ("", "NULL"):
             break
         time.sleep(0.5)
     assert row not in ("", "NULL")
+    assert re.fullmatch(r"[0-9a-f-]{36}", row), row
     assert _run_backup(host).rc == 0
-    return int(row)
+    return row
 
 
 def test_restore_needs_the_confirmation_and_changes_nothing_without_it(host) -> None:
@@ -223,9 +226,9 @@ def test_restore_needs_the_confirmation_and_changes_nothing_without_it(host) -> 
 
 
 def test_restore_brings_back_a_deleted_conversation_row(host, api_token, api_row) -> None:
-    original = _sql(host, f"SELECT HEX(content) FROM conversation_log WHERE id = {api_row}")
-    _sql(host, f"DELETE FROM conversation_log WHERE id = {api_row}")
-    assert _sql(host, f"SELECT COUNT(*) FROM conversation_log WHERE id = {api_row}") == "0"
+    original = _sql(host, f"SELECT HEX(content) FROM conversation_log WHERE id = '{api_row}'")
+    _sql(host, f"DELETE FROM conversation_log WHERE id = '{api_row}'")
+    assert _sql(host, f"SELECT COUNT(*) FROM conversation_log WHERE id = '{api_row}'") == "0"
     config_before = host.file("/etc/clawbot/config.yaml").content_string
     host.check_output("echo '# changed after the backup' >> /etc/clawbot/config.yaml")
 
@@ -234,7 +237,7 @@ def test_restore_brings_back_a_deleted_conversation_row(host, api_token, api_row
     assert rc == 0, out[-4000:]
     assert "restored mariadb:clawbot, /etc/clawbot" in out
     # The row is back, byte for byte (still encrypted), and the config is the backed-up one.
-    assert _sql(host, f"SELECT HEX(content) FROM conversation_log WHERE id = {api_row}") == original
+    assert _sql(host, f"SELECT HEX(content) FROM conversation_log WHERE id = '{api_row}'") == original
     assert host.file("/etc/clawbot/config.yaml").content_string == config_before
     # The safety copy holds the state before the restore: the row deleted, the config changed.
     safety = host.check_output("ls -d /var/backups/clawbot/work/safety-* | tail -1")

@@ -60,11 +60,16 @@ RESTIC_EXIT_MEANING = {
     130: "interrupted",
 }
 LOCKED_MARKERS = ("repository is already locked", "unable to create lock")
+# restic reports an unreadable password file as "... does not exist" too: never "missing".
+PASSWORD_MARKERS = ("resolving password failed", "wrong password", "empty password", "reading password")
 MISSING_MARKERS = ("Is there a repository at the following location?", "does not exist",
                    "no such file or directory", "unable to open config file",
                    "The specified bucket does not exist")
-INSERT_RE = re.compile(rb"^INSERT INTO `((?:[^`]|``)+)` VALUES ")
+INSERT_RE = re.compile(rb"^INSERT INTO `((?:[^`]|``)+)` VALUES\s")
 CREATE_RE = re.compile(rb"^CREATE TABLE `((?:[^`]|``)+)` \(")
+# Triggers (and routines) are written between "DELIMITER ;;" and "DELIMITER ;"; their bodies are
+# verbatim SQL and may hold a line that starts like a data INSERT.
+DELIMITER_RE = re.compile(rb"^DELIMITER\s+(\S+)\s*$")
 # A quoted SQL string as mariadb-dump writes it (backslash escapes), or a parenthesis.
 TUPLE_TOKEN_RE = re.compile(rb"'(?:[^'\\]|\\.)*'|[()]", re.DOTALL)
 FORBIDDEN_DUMP_RE = re.compile(rb"^(USE |CREATE DATABASE|DROP DATABASE)", re.IGNORECASE)
@@ -110,7 +115,7 @@ def validate_config(cfg: object) -> dict:
     if not isinstance(cfg, dict):
         raise ConfigError("the configuration must be a JSON object")
     if _need(cfg, "format", int, "config") != FORMAT:
-        raise ConfigError("config.format must be %d" % FORMAT)
+        raise ConfigError(f"config.format must be {FORMAT}")
     host = _need(cfg, "host", str, "config")
     if not host or len(host) > 253 or any(c.isspace() for c in host):
         raise ConfigError("config.host must be a host name")
@@ -118,7 +123,10 @@ def validate_config(cfg: object) -> dict:
     if not NAME_RE.match(tag):
         raise ConfigError(f"config.tag must match {NAME_RE.pattern}")
     for key in ("staging_dir", "state_dir", "cache_dir", "work_dir"):
-        _abs_path(cfg, key, "config")
+        if ".." in _abs_path(cfg, key, "config").split("/"):
+            raise ConfigError(f"config.{key} must not contain ..")
+    if cfg["staging_dir"].rstrip("/") == "":
+        raise ConfigError("config.staging_dir must not be / (every run empties it)")
     _abs_path(cfg, "textfile", "config", optional=True)
     _abs_path(cfg, "restic", "config")
     for key in ("lock_retries", "lock_retry_seconds"):
@@ -144,8 +152,9 @@ def validate_config(cfg: object) -> dict:
         _need(redis, "service", str, "config.redis")
     paths = _need(cfg, "paths", list, "config")
     for i, path in enumerate(paths):
-        if not isinstance(path, str) or not path.startswith("/") or path == "/" or ".." in path.split("/"):
-            raise ConfigError("config.paths[%d] must be an absolute path other than /" % i)
+        if (not isinstance(path, str) or not path.startswith("/") or path.rstrip("/") == ""
+                or ".." in path.split("/") or "\0" in path):
+            raise ConfigError(f"config.paths[{i}] must be an absolute path other than /")
     retention = _need(cfg, "retention", dict, "config")
     for key in ("keep_daily", "keep_weekly", "keep_monthly"):
         if _need(retention, key, int, "config.retention") < 0:
@@ -160,7 +169,7 @@ def validate_config(cfg: object) -> dict:
         raise ConfigError("config.repositories is empty")
     seen = set()
     for i, repo in enumerate(repos):
-        where = "config.repositories[%d]" % i
+        where = f"config.repositories[{i}]"
         if not isinstance(repo, dict):
             raise ConfigError(f"{where} must be an object")
         name = _need(repo, "name", str, where)
@@ -178,7 +187,7 @@ def validate_config(cfg: object) -> dict:
         options = _need(repo, "options", list, where)
         for j, opt in enumerate(options):
             if not isinstance(opt, str) or "=" not in opt:
-                raise ConfigError("%s.options[%d] must be KEY=VALUE" % (where, j))
+                raise ConfigError(f"{where}.options[{j}] must be KEY=VALUE")
         _abs_path(repo, "cacert", where, optional=True)
     return cfg
 
@@ -193,6 +202,8 @@ def load_config(path: str) -> dict:
         cfg = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise ConfigError(f"{path} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{path} is not valid JSON: nested too deeply") from None
     return validate_config(cfg)
 
 
@@ -211,7 +222,7 @@ def read_env_file(path: str) -> dict[str, str]:
             continue
         key, sep, value = line.partition("=")
         if not sep or not ENV_NAME_RE.match(key):
-            raise BackupError("%s line %d is not KEY=VALUE" % (path, number))
+            raise BackupError(f"{path} line {number} is not KEY=VALUE")
         env[key] = value
     return env
 
@@ -219,8 +230,9 @@ def read_env_file(path: str) -> dict[str, str]:
 # --- small helpers ----------------------------------------------------------------------------
 
 def log(message: str) -> None:
-    sys.stdout.write(f"clawbot-backup: {message}\n")
-    sys.stdout.flush()
+    """Progress for the journal, on stderr: stdout carries only the JSON answers."""
+    sys.stderr.write(f"clawbot-backup: {message}\n")
+    sys.stderr.flush()
 
 
 def now() -> float:
@@ -262,8 +274,7 @@ def text(data: bytes | None) -> str:
 def run_lock(state_dir: str) -> Iterator[None]:
     """One tool run at a time on this host (the timer, the drill and a restore share it)."""
     os.makedirs(state_dir, mode=0o700, exist_ok=True)
-    handle = open(os.path.join(state_dir, "lock"), "a+")  # pylint: disable=consider-using-with
-    try:
+    with open(os.path.join(state_dir, "lock"), "a+") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
@@ -271,8 +282,6 @@ def run_lock(state_dir: str) -> Iterator[None]:
                 raise BackupError(f"another clawbot-backup run holds {state_dir}/lock") from None
             raise
         yield
-    finally:
-        handle.close()
 
 
 def write_atomic(path: str, data: bytes, mode: int) -> None:
@@ -311,14 +320,31 @@ def count_tuples(values: bytes) -> int:
 def analyse_dump(path: str) -> dict[str, dict[str, object]]:
     """Per table: rows and the sha256 of its INSERT statements, in dump order.
 
-    mariadb-dump writes one row per tuple and escapes newlines inside strings, so every INSERT
-    is one line. The same options on the same data give the same bytes, which is what the drill
-    compares: the dump taken at backup time against a dump of the restored scratch database.
+    mariadb-dump escapes newlines inside strings, so a line break in the dump is never part of a
+    value. MariaDB 10.11 writes `INSERT INTO `t` VALUES` on a line of its own and one tuple per
+    line after it, older versions the whole statement on one line: a statement ends with the first
+    line that ends with ";". Trigger bodies (between DELIMITER lines) are code, not rows: skipped.
+    The same options on the same data give the same bytes, which is what the drill compares: the
+    dump taken at backup time against a dump of the restored scratch database.
     """
     tables: dict[str, dict[str, object]] = {}
     digests: dict = {}
+    current = None
+    in_block = False
     with open(path, "rb") as handle:
         for line in handle:
+            delimiter = DELIMITER_RE.match(line) if current is None else None
+            if delimiter:
+                in_block = delimiter.group(1) != b";"
+                continue
+            if in_block:
+                continue
+            if current is not None:
+                digests[current].update(line)
+                tables[current]["rows"] = int(tables[current]["rows"]) + count_tuples(line)
+                if line.rstrip().endswith(b";"):
+                    current = None
+                continue
             created = CREATE_RE.match(line)
             if created:
                 name = created.group(1).replace(b"``", b"`").decode("utf-8", "replace")
@@ -331,6 +357,8 @@ def analyse_dump(path: str) -> dict[str, dict[str, object]]:
                 entry = tables.setdefault(name, {"rows": 0, "sha256": ""})
                 digests.setdefault(name, hashlib.sha256()).update(line)
                 entry["rows"] = int(entry["rows"]) + count_tuples(line[inserted.end():])
+                if not line.rstrip().endswith(b";"):
+                    current = name
     for name, digest in digests.items():
         tables[name]["sha256"] = digest.hexdigest()
     return tables
@@ -341,7 +369,7 @@ def check_dump_is_portable(path: str) -> None:
     with open(path, "rb") as handle:
         for number, line in enumerate(handle, 1):
             if FORBIDDEN_DUMP_RE.match(line):
-                raise BackupError("the dump names a database (line %d): refusing to load it" % number)
+                raise BackupError(f"the dump names a database (line {number}): refusing to load it")
 
 
 # --- sources ------------------------------------------------------------------------------------
@@ -356,19 +384,24 @@ def dump_database(defaults_file: str, database: str, dest: str, timeout: float =
     """mariadb-dump into dest (0600), written to a temporary name and renamed when complete."""
     partial = dest + ".partial"
     fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        result = run_cmd(["mariadb-dump", "--defaults-extra-file=" + defaults_file, *DUMP_OPTIONS, database], stdout=out, timeout=timeout)
-        out.flush()
-        os.fsync(out.fileno())
-    if result.returncode != 0:
+    try:
+        with os.fdopen(fd, "wb") as out:
+            result = run_cmd(["mariadb-dump", "--defaults-extra-file=" + defaults_file, *DUMP_OPTIONS, database],
+                             stdout=out, timeout=timeout)
+            out.flush()
+            os.fsync(out.fileno())
+        if result.returncode != 0:
+            raise BackupError(f"mariadb-dump failed (exit {result.returncode}): {tail(text(result.stderr))}")
+        with open(partial, "rb") as handle:
+            handle.seek(max(0, os.path.getsize(partial) - 200))
+            if b"-- Dump completed" not in handle.read():
+                raise BackupError("mariadb-dump output is incomplete (no 'Dump completed' trailer)")
+        os.replace(partial, dest)
+    except BaseException:
+        # A failed, timed-out or interrupted dump leaves nothing behind (it may be large).
         with contextlib.suppress(OSError):
             os.unlink(partial)
-        raise BackupError("mariadb-dump failed (exit %d): %s" % (result.returncode, tail(text(result.stderr))))
-    with open(partial, "rb") as handle:
-        handle.seek(max(0, os.path.getsize(partial) - 200))
-        if b"-- Dump completed" not in handle.read():
-            raise BackupError("mariadb-dump output is incomplete (no 'Dump completed' trailer)")
-    os.replace(partial, dest)
+        raise
 
 
 def redis_cli_base(redis: dict) -> tuple[list[str], dict[str, str]]:
@@ -387,8 +420,8 @@ def redis_rdb(redis: dict, dest: str) -> str:
     argv, env = redis_cli_base(redis)
     result = run_cmd([*argv, "--rdb", dest], env=env, timeout=3600)
     if result.returncode != 0 or not os.path.exists(dest):
-        raise BackupError("redis-cli --rdb failed (exit %d): %s"
-                          % (result.returncode, tail(text(result.stderr) + text(result.stdout))))
+        raise BackupError(f"redis-cli --rdb failed (exit {result.returncode}): "
+                          f"{tail(text(result.stderr) + text(result.stdout))}")
     os.chmod(dest, 0o600)
     info = run_cmd([*argv, "INFO", "server"], env=env, timeout=60)
     match = re.search(r"redis_version:(\S+)", text(info.stdout))
@@ -521,23 +554,23 @@ class Repository:
         for _attempt in range(1, attempts):
             if result.returncode == 0 or not any(m in text(result.stderr) for m in LOCKED_MARKERS):
                 break
-            log("repository %s: locked by another restic, retrying in %d s"
-                % (self.name, self.cfg["lock_retry_seconds"]))
+            log(f"repository {self.name}: locked by another restic, retrying in {self.cfg['lock_retry_seconds']} s")
             time.sleep(self.cfg["lock_retry_seconds"])
             result = run_cmd(argv, env=self.env(), timeout=timeout)
         return result
 
     def fail(self, step: str, result: subprocess.CompletedProcess) -> BackupError:
         meaning = RESTIC_EXIT_MEANING.get(result.returncode, "unknown exit code")
-        return BackupError("%s failed (restic exit %d, %s): %s"
-                           % (step, result.returncode, meaning, tail(text(result.stderr))))
+        return BackupError(f"{step} failed (restic exit {result.returncode}, {meaning}): {tail(text(result.stderr))}")
 
     def exists(self) -> tuple[bool, str]:
         result = self.restic(["cat", "config"], timeout=300, retry_locked=False)
         if result.returncode == 0:
             return True, ""
         err = text(result.stderr)
-        if any(marker.lower() in err.lower() for marker in MISSING_MARKERS) and "wrong password" not in err:
+        low = err.lower()
+        if (any(marker.lower() in low for marker in MISSING_MARKERS)
+                and not any(marker in low for marker in PASSWORD_MARKERS)):
             return False, ""
         raise self.fail("opening the repository", result)
 
@@ -631,7 +664,8 @@ def pick_snapshot(repo: Repository, wanted: str, host: str | None) -> dict:
     if wanted in ("", "latest"):
         return max(snaps, key=snapshot_time)
     for snap in snaps:
-        if wanted in (snap.get("id"), snap.get("short_id")) or (len(wanted) >= 8 and str(snap.get("id", "")).startswith(wanted)):
+        if wanted in (snap.get("id"), snap.get("short_id")) or (
+                len(wanted) >= 8 and str(snap.get("id", "")).startswith(wanted)):
             return snap
     raise BackupError("repository {} has no snapshot {} of host {}".format(repo.name, wanted, host or repo.cfg["host"]))
 
@@ -711,8 +745,8 @@ def write_metrics(cfg: dict, state: dict) -> None:
 # --- subcommands --------------------------------------------------------------------------------
 
 def cmd_check_config(cfg: dict, _args: argparse.Namespace) -> int:
-    log("configuration OK: %d repositories (%s)"
-        % (len(cfg["repositories"]), ", ".join(r["name"] for r in cfg["repositories"])))
+    names = ", ".join(r["name"] for r in cfg["repositories"])
+    log(f"configuration OK: {len(cfg['repositories'])} repositories ({names})")
     return 0
 
 
@@ -776,7 +810,7 @@ def cmd_run(cfg: dict, args: argparse.Namespace) -> int:
                     entry["size_bytes"] = repo.size()
                 except BackupError as exc:
                     log(f"repository {repo.name}: size unknown: {exc}")
-                log("repository %s: OK, %d snapshots" % (repo.name, len(snaps)))
+                log(f"repository {repo.name}: OK, {len(snaps)} snapshots")
             except BackupError as exc:
                 entry.update({"last_run_success": 0, "last_error": str(exc)})
                 failures.append(repo.name)
@@ -789,9 +823,9 @@ def cmd_run(cfg: dict, args: argparse.Namespace) -> int:
         with contextlib.suppress(OSError):
             shutil.rmtree(cfg["staging_dir"])
     if failures:
-        log("%d of %d repositories failed: %s" % (len(failures), len(repos), ", ".join(failures)))
+        log(f"{len(failures)} of {len(repos)} repositories failed: {', '.join(failures)}")
         return 1
-    log("all %d repositories OK" % len(repos))
+    log(f"all {len(repos)} repositories OK")
     return 0
 
 
@@ -845,7 +879,7 @@ def sql(cfg: dict, statement: str, database: str = "") -> str:
     argv += (["--database=" + database] if database else []) + ["-e", statement]
     result = run_cmd(argv, timeout=3600)
     if result.returncode != 0:
-        raise BackupError("mariadb failed (exit %d): %s" % (result.returncode, tail(text(result.stderr))))
+        raise BackupError(f"mariadb failed (exit {result.returncode}): {tail(text(result.stderr))}")
     return text(result.stdout)
 
 
@@ -854,8 +888,8 @@ def load_dump(cfg: dict, dump: str, database: str) -> None:
     with open(dump, "rb") as handle:
         result = run_cmd([*mariadb_admin(cfg), "--database=" + database], stdin=handle, timeout=12 * 3600)
     if result.returncode != 0:
-        raise BackupError("loading the dump into %s failed (exit %d): %s"
-                          % (database, result.returncode, tail(text(result.stderr))))
+        raise BackupError(f"loading the dump into {database} failed (exit {result.returncode}): "
+                          f"{tail(text(result.stderr))}")
 
 
 def restore_snapshot(repo: Repository, snap: dict, target: str) -> tuple[str, dict]:
@@ -863,7 +897,7 @@ def restore_snapshot(repo: Repository, snap: dict, target: str) -> tuple[str, di
     repo.restore(snap["id"], target)
     paths = snap.get("paths") or []
     if len(paths) != 1:
-        raise BackupError("snapshot %s has %d paths, expected the staging directory" % (snap.get("short_id"), len(paths)))
+        raise BackupError(f"snapshot {snap.get('short_id')} has {len(paths)} paths, expected the staging directory")
     root = os.path.join(target, paths[0].lstrip("/"))
     try:
         with open(os.path.join(root, "manifest.json"), encoding="utf-8") as handle:
@@ -871,13 +905,16 @@ def restore_snapshot(repo: Repository, snap: dict, target: str) -> tuple[str, di
     except (OSError, ValueError) as exc:
         raise BackupError("snapshot {} has no readable manifest.json: {}".format(snap.get("short_id"), exc)) from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise BackupError("snapshot %s: manifest format %r is not %d" % (snap.get("short_id"), manifest.get("format") if isinstance(manifest, dict) else None, FORMAT))
+        found = manifest.get("format") if isinstance(manifest, dict) else None
+        raise BackupError(f"snapshot {snap.get('short_id')}: manifest format {found!r} is not {FORMAT}")
     return root, manifest
 
 
 def compare_files(root: str, manifest: dict) -> list[dict]:
     results = []
-    expected_files = [("mariadb", manifest["mariadb"]["dump"], manifest["mariadb"]["sha256"])] if "mariadb" in manifest else []
+    expected_files = []
+    if "mariadb" in manifest:
+        expected_files.append(("mariadb", manifest["mariadb"]["dump"], manifest["mariadb"]["sha256"]))
     if "redis" in manifest:
         expected_files.append(("redis", manifest["redis"]["rdb"], manifest["redis"]["sha256"]))
     for rel, info in sorted(manifest.get("files", {}).items()):
@@ -909,7 +946,8 @@ def drill_database(cfg: dict, root: str, manifest: dict, scratch_db: str) -> lis
                     "AND table_type = 'BASE TABLE'").splitlines():
         name = line.strip()
         if name:
-            counted[name] = int(sql(cfg, "SELECT COUNT(*) FROM `{}`".format(name.replace("`", "``")), scratch_db).strip())
+            quoted = name.replace("`", "``")
+            counted[name] = int(sql(cfg, f"SELECT COUNT(*) FROM `{quoted}`", scratch_db).strip())
     report = []
     for table in sorted(set(expected) | set(actual) | set(counted)):
         exp = expected.get(table, {})
@@ -944,7 +982,7 @@ def cmd_drill(cfg: dict, args: argparse.Namespace) -> int:
     repo = repositories(cfg, [args.repository])[0]
     started = now()
     report: dict = {"repository": repo.name, "ok": False, "errors": [], "files": [], "tables": []}
-    scratch_db = "%s_drill_%d" % ((cfg["mariadb"].get("database") or "clawbot")[:40], os.getpid())
+    scratch_db = "{}_drill_{}".format((cfg["mariadb"].get("database") or "clawbot")[:40], os.getpid())
     os.makedirs(cfg["work_dir"], mode=0o700, exist_ok=True)
     scratch = tempfile.mkdtemp(prefix="drill-", dir=cfg["work_dir"])
     created_db = False
@@ -959,7 +997,8 @@ def cmd_drill(cfg: dict, args: argparse.Namespace) -> int:
             report["files"] = compare_files(root, manifest)
             if "mariadb" in manifest:
                 if not cfg["mariadb"]["enabled"] and not args.with_database:
-                    report["errors"].append("the snapshot has a database dump but this host has no MariaDB for the drill")
+                    report["errors"].append(
+                        "the snapshot has a database dump but this host has no MariaDB for the drill")
                 else:
                     created_db = True
                     report["tables"] = drill_database(cfg, root, manifest, scratch_db)
@@ -988,23 +1027,48 @@ def systemctl(action: str, unit: str) -> None:
         raise BackupError(f"systemctl {action} {unit} failed: {tail(text(result.stderr))}")
 
 
+def remove_path(path: str) -> None:
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path)
+    elif os.path.lexists(path):
+        os.unlink(path)
+
+
 def replace_path(restored: str, live: str, stamp: str) -> None:
-    """Put the restored copy in place: copy next to the live path, then two renames."""
+    """Put the restored copy in place: copy it next to the live path, then rename it over.
+
+    The live path is renamed aside first and removed afterwards (the safety copy keeps it). Where
+    a directory cannot be renamed (EXDEV: an overlay filesystem's lower layer), it is removed
+    instead, just before the restored copy is renamed into its place.
+    """
     incoming = f"{live}.restore-{stamp}"
     outgoing = f"{live}.pre-restore-{stamp}"
     copy_tree(restored, incoming)
-    if os.path.lexists(live):
-        os.rename(live, outgoing)
-    os.rename(incoming, live)
-    if os.path.isdir(outgoing) and not os.path.islink(outgoing):
-        shutil.rmtree(outgoing)
-    elif os.path.lexists(outgoing):
-        os.unlink(outgoing)
+    try:
+        if os.path.lexists(live):
+            try:
+                os.rename(live, outgoing)
+            except OSError as exc:
+                if exc.errno != errno.EXDEV:
+                    raise
+                remove_path(live)
+        os.rename(incoming, live)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            remove_path(incoming)
+        raise
+    remove_path(outgoing)
 
 
 def cmd_restore(cfg: dict, args: argparse.Namespace) -> int:
     if not args.confirm:
         raise BackupError("a restore replaces live data: pass --confirm")
+    if not (args.database or args.path or args.redis):
+        raise BackupError("nothing to restore: pass --database, --path P or --redis")
+    if args.database and not cfg["mariadb"]["enabled"]:
+        raise BackupError("--database: this host's configuration has no MariaDB source (mariadb.enabled is false)")
+    if args.redis and not cfg["redis"]["enabled"]:
+        raise BackupError("--redis: this host's configuration has no Redis source (redis.enabled is false)")
     repo = repositories(cfg, [args.repository])[0]
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     report: dict = {"repository": repo.name, "ok": False, "restored": [], "errors": []}
@@ -1019,11 +1083,12 @@ def cmd_restore(cfg: dict, args: argparse.Namespace) -> int:
             root, manifest = restore_snapshot(repo, snap, scratch)
             bad = [f["path"] for f in compare_files(root, manifest) if not f["ok"]]
             if bad:
-                raise BackupError("the snapshot does not match its manifest ({}): not restoring".format(", ".join(bad[:5])))
+                raise BackupError(f"the snapshot does not match its manifest ({', '.join(bad[:5])}): not restoring")
             wanted_paths = list(args.path or [])
             for path in wanted_paths:
                 if path not in manifest.get("paths", []):
-                    raise BackupError("{} is not in snapshot {} (it has: {})".format(path, snap.get("short_id"), ", ".join(manifest.get("paths", [])) or "none"))
+                    has = ", ".join(manifest.get("paths", [])) or "none"
+                    raise BackupError(f"{path} is not in snapshot {snap.get('short_id')} (it has: {has})")
             if args.database and "mariadb" not in manifest:
                 raise BackupError("snapshot {} has no database dump".format(snap.get("short_id")))
             if args.redis and "redis" not in manifest:
@@ -1037,7 +1102,7 @@ def cmd_restore(cfg: dict, args: argparse.Namespace) -> int:
             # Safety copy of the current state first: kept in work_dir for the operator.
             os.makedirs(safety, mode=0o700)
             report["safety_dir"] = safety
-            database = cfg["mariadb"]["database"]
+            database = cfg["mariadb"].get("database", "")
             if args.database:
                 dump_database(cfg["mariadb"]["defaults_file"], database, os.path.join(safety, database + ".sql"))
             for path in wanted_paths:
