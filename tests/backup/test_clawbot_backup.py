@@ -27,11 +27,17 @@ import sys
 import time
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+if TYPE_CHECKING:
+    from conftest import MariaDB, World
+
+# What a fixture records of a CLI run: the process result and the JSON it printed or wrote.
+Run = dict[str, Any]
 
 ROOT = Path(__file__).resolve().parents[2]
 TOOL = ROOT / "roles" / "backup" / "files" / "clawbot_backup.py"
@@ -86,12 +92,12 @@ def snapshot_id_from_backup_json(stdout: str) -> str:
     raise AssertionError(f"no summary in restic backup output: {stdout[-500:]}")
 
 
-def checksums(mariadb: Any, tables: list[str]) -> str:
+def checksums(mariadb: MariaDB, tables: list[str]) -> str:
     quoted = ", ".join("`{}`".format(t.replace("`", "``")) for t in tables)
     return mariadb.sql(f"CHECKSUM TABLE {quoted} EXTENDED", "clawbot")
 
 
-def drill_leftovers(world: Any) -> tuple[list[str], list[str]]:
+def drill_leftovers(world: World) -> tuple[list[str], list[str]]:
     dirs = sorted(p.name for p in world.work.iterdir() if p.name.startswith("drill-")) if world.work.exists() else []
     dbs = [d for d in world.mariadb.databases() if "_drill_" in d]
     return dirs, dbs
@@ -177,7 +183,7 @@ def keep_umask() -> Any:
         os.umask(old)
 
 
-def test_check_config_accepts_the_world_config(world: Any) -> None:
+def test_check_config_accepts_the_world_config(world: World) -> None:
     res = world.cli("check-config")
     assert res.returncode == 0, res.stderr
     assert "configuration OK: 3 repositories (a, broken, b)" in res.stderr
@@ -185,8 +191,8 @@ def test_check_config_accepts_the_world_config(world: Any) -> None:
 
 
 @pytest.mark.parametrize(("mutate", "field"), [c[1:] for c in BROKEN_CONFIGS], ids=[c[0] for c in BROKEN_CONFIGS])
-def test_check_config_names_the_broken_field(world: Any, tmp_path: Path, capsys: Any, keep_umask: Any,
-                                             mutate: Any, field: str) -> None:
+def test_check_config_names_the_broken_field(world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                             keep_umask: Any, mutate: Any, field: str) -> None:
     cfg = json.loads(json.dumps(world.config))
     mutate(cfg)
     path = world.write_config(cfg, tmp_path / "config.json")
@@ -198,7 +204,7 @@ def test_check_config_names_the_broken_field(world: Any, tmp_path: Path, capsys:
     assert out.out == ""
 
 
-def test_check_config_rejects_a_json_array(tmp_path: Path, capsys: Any, keep_umask: Any) -> None:
+def test_check_config_rejects_a_json_array(tmp_path: Path, capsys: pytest.CaptureFixture[str], keep_umask: Any) -> None:
     (tmp_path / "c.json").write_text("[]")
     assert cb.main(["--config", str(tmp_path / "c.json"), "check-config"]) == 2
     assert "the configuration must be a JSON object" in capsys.readouterr().err
@@ -211,7 +217,7 @@ def test_check_config_rejects_a_json_array(tmp_path: Path, capsys: Any, keep_uma
     (None, "cannot read"),
     ("directory", "cannot read"),
 ], ids=["truncated", "not-utf8", "nested-too-deep", "missing-file", "directory"])
-def test_check_config_unreadable_files_exit_2_without_traceback(world: Any, tmp_path: Path, content: Any,
+def test_check_config_unreadable_files_exit_2_without_traceback(world: World, tmp_path: Path, content: Any,
                                                                 expected: str) -> None:
     path = tmp_path / "config.json"
     if content == "directory":
@@ -303,7 +309,7 @@ def dump_files(draw: Any) -> tuple[bytes, dict[str, dict[str, Any]]]:
 
 @PURE
 @given(dump=dump_files())
-def test_analyse_dump_on_generated_dumps(tmp_path_factory: Any, dump: tuple[bytes, dict]) -> None:
+def test_analyse_dump_on_generated_dumps(tmp_path_factory: pytest.TempPathFactory, dump: tuple[bytes, dict]) -> None:
     data, expected = dump
     path = tmp_path_factory.getbasetemp() / "generated.sql"
     path.write_bytes(data)
@@ -313,7 +319,7 @@ def test_analyse_dump_on_generated_dumps(tmp_path_factory: Any, dump: tuple[byte
 # --- the dump analysis on real mariadb-dump output --------------------------------------------------
 
 @pytest.fixture(scope="module")
-def hyp_db(mariadb: Any, tmp_path_factory: Any) -> Any:
+def hyp_db(mariadb: MariaDB, tmp_path_factory: pytest.TempPathFactory) -> Any:
     """A database for generated rows; dumped as root with a small net_buffer_length, so that
     mariadb-dump splits a table's rows over several INSERT statements."""
     mariadb.sql("CREATE DATABASE hyp CHARACTER SET utf8mb4 COLLATE utf8mb4_bin;\n"
@@ -339,7 +345,7 @@ def sql_literal(value: Any) -> str:
     return repr(value)
 
 
-def fill_hyp(mariadb: Any, texts: list[tuple], blobs: list[Any]) -> None:
+def fill_hyp(mariadb: MariaDB, texts: list[tuple], blobs: list[Any]) -> None:
     statements = ["TRUNCATE texts;", "TRUNCATE blobs;"]
     if texts:
         statements.append("INSERT INTO texts (a, b, n, f) VALUES "
@@ -349,7 +355,7 @@ def fill_hyp(mariadb: Any, texts: list[tuple], blobs: list[Any]) -> None:
     mariadb.sql("\n".join(statements), "hyp")
 
 
-def hyp_counts(mariadb: Any) -> dict[str, int]:
+def hyp_counts(mariadb: MariaDB) -> dict[str, int]:
     texts, blobs = mariadb.sql("SELECT (SELECT COUNT(*) FROM texts), (SELECT COUNT(*) FROM blobs)", "hyp").split()
     return {"texts": int(texts), "blobs": int(blobs)}
 
@@ -364,7 +370,7 @@ text_rows = st.tuples(st.one_of(st.none(), short_text), st.one_of(st.none(), sho
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(texts=st.lists(text_rows, max_size=40),
        blobs=st.lists(st.one_of(st.none(), st.binary(max_size=48)), max_size=40))
-def test_real_dump_rows_match_count(mariadb: Any, hyp_db: Path, tmp_path_factory: Any,
+def test_real_dump_rows_match_count(mariadb: MariaDB, hyp_db: Path, tmp_path_factory: pytest.TempPathFactory,
                                     texts: list[tuple], blobs: list[Any]) -> None:
     fill_hyp(mariadb, texts, blobs)
     dump = tmp_path_factory.getbasetemp() / "hyp.sql"
@@ -375,7 +381,7 @@ def test_real_dump_rows_match_count(mariadb: Any, hyp_db: Path, tmp_path_factory
     assert {name: info["rows"] for name, info in tables.items()} == counts
 
 
-def test_real_dump_split_into_several_statements(mariadb: Any, hyp_db: Path, tmp_path: Path) -> None:
+def test_real_dump_split_into_several_statements(mariadb: MariaDB, hyp_db: Path, tmp_path: Path) -> None:
     texts = [(f"row {i} ' \\ ( ) , ;\n 日本 🎉 " + "x" * 80, None, i, i / 7) for i in range(300)]
     blobs = [bytes(range(i % 256)) for i in range(120)]
     fill_hyp(mariadb, texts, blobs)
@@ -392,7 +398,7 @@ def test_real_dump_split_into_several_statements(mariadb: Any, hyp_db: Path, tmp
     assert cb.analyse_dump(str(again)) == tables
 
 
-def test_dump_of_the_seeded_database(world: Any, tmp_path: Path) -> None:
+def test_dump_of_the_seeded_database(world: World, tmp_path: Path) -> None:
     """The backup user's grants (SELECT, SHOW VIEW, TRIGGER) are enough; the view and the trigger
     bodies are not counted as tables or rows."""
     dump = tmp_path / "clawbot.sql"
@@ -407,7 +413,7 @@ def test_dump_of_the_seeded_database(world: Any, tmp_path: Path) -> None:
     cb.check_dump_is_portable(str(dump))
 
 
-def test_dump_failure_leaves_no_file(world: Any, tmp_path: Path) -> None:
+def test_dump_failure_leaves_no_file(world: World, tmp_path: Path) -> None:
     dest = tmp_path / "nope.sql"
     with pytest.raises(cb.BackupError, match=r"mariadb-dump failed \(exit 2\): .*no_such_database"):
         cb.dump_database(str(world.mariadb.backup_cnf), "no_such_database", str(dest))
@@ -417,7 +423,7 @@ def test_dump_failure_leaves_no_file(world: Any, tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
-def test_dump_without_trailer_is_rejected(world: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_dump_without_trailer_is_rejected(world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A dump that stops early (here: a mariadb-dump that exits 0 without the trailer) is refused."""
     fake = tmp_path / "bin"
     fake.mkdir()
@@ -434,12 +440,12 @@ def test_dump_without_trailer_is_rejected(world: Any, tmp_path: Path, monkeypatc
 # --- init and run ---------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def initialised(world: Any) -> dict[str, Any]:
+def initialised(world: World) -> dict[str, Any]:
     return {"dry": world.cli("init", "--dry-run"), "created": world.cli("init"),
             "again": world.cli("init", "--repository", "a", "--repository", "b")}
 
 
-def _run(world: Any, *args: str) -> dict[str, Any]:
+def _run(world: World, *args: str) -> dict[str, Any]:
     started = time.time()
     res = world.cli("run", *args)
     return {"res": res, "started": started, "ended": time.time(), "state": world.state(),
@@ -447,7 +453,7 @@ def _run(world: Any, *args: str) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def first_run(world: Any, initialised: Any) -> dict[str, Any]:
+def first_run(world: World, initialised: Run) -> dict[str, Any]:
     """The first run, in the background: the process table is sampled while it works (what `ps`
     shows every local user; the argv wrappers record what was exec'd)."""
     started = time.time()
@@ -472,18 +478,18 @@ def first_run(world: Any, initialised: Any) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def second_run(world: Any, first_run: Any) -> dict[str, Any]:
+def second_run(world: World, first_run: Run) -> dict[str, Any]:
     return _run(world, "--repository", "a", "--repository", "broken")
 
 
 @pytest.fixture(scope="module")
-def third_run(world: Any, second_run: Any) -> dict[str, Any]:
+def third_run(world: World, second_run: Run) -> dict[str, Any]:
     out = _run(world, "--repository", "a")
     out["snapshots"] = world.snapshots("a")
     return out
 
 
-def test_init_creates_missing_repositories_then_reports_exists(world: Any, initialised: Any) -> None:
+def test_init_creates_missing_repositories_then_reports_exists(world: World, initialised: Run) -> None:
     dry, created, again = initialised["dry"], initialised["created"], initialised["again"]
     report = json.loads(dry.stdout)
     assert report["a"] == report["b"] == "missing"
@@ -499,7 +505,7 @@ def test_init_creates_missing_repositories_then_reports_exists(world: Any, initi
     assert json.loads(again.stdout) == {"a": "exists", "b": "exists"}
 
 
-def test_init_wrong_password_is_an_error_not_missing(world: Any, initialised: Any, tmp_path: Path) -> None:
+def test_init_wrong_password_is_an_error_not_missing(world: World, initialised: Run, tmp_path: Path) -> None:
     wrong = tmp_path / "wrong.password"
     wrong.write_text("not-the-password\n")
     cfg = json.loads(json.dumps(world.config))
@@ -511,7 +517,7 @@ def test_init_wrong_password_is_an_error_not_missing(world: Any, initialised: An
     assert (Path(world.repo("a")["repository"]) / "config").is_file()
 
 
-def test_init_missing_password_file_is_an_error_not_missing(world: Any, tmp_path: Path) -> None:
+def test_init_missing_password_file_is_an_error_not_missing(world: World, tmp_path: Path) -> None:
     """restic says '... does not exist' about the password file: that is not a missing repository
     (init must not offer to create it, run must not say `the role's init creates it`)."""
     cfg = json.loads(json.dumps(world.config))
@@ -524,7 +530,7 @@ def test_init_missing_password_file_is_an_error_not_missing(world: Any, tmp_path
     assert not (tmp_path / "fresh-repo").exists()
 
 
-def test_run_with_a_broken_repository(world: Any, first_run: Any) -> None:
+def test_run_with_a_broken_repository(world: World, first_run: Run) -> None:
     res = first_run["res"]
     assert res.returncode == 1, res.stderr
     assert "repository broken: FAILED" in res.stderr
@@ -560,7 +566,7 @@ def test_run_with_a_broken_repository(world: Any, first_run: Any) -> None:
     assert oct(world.state_path.stat().st_mode & 0o777) == "0o600"
 
 
-def test_status_reports_every_repository(world: Any, first_run: Any) -> None:
+def test_status_reports_every_repository(world: World, first_run: Run) -> None:
     res = world.cli("status")
     assert res.returncode == 0, res.stderr
     status = {entry["name"]: entry for entry in json.loads(res.stdout)}
@@ -569,7 +575,7 @@ def test_status_reports_every_repository(world: Any, first_run: Any) -> None:
     assert status["a"]["repository"] == world.repo("a")["repository"]
 
 
-def test_second_run_keeps_the_failed_repository_at_zero(world: Any, first_run: Any, second_run: Any) -> None:
+def test_second_run_keeps_the_failed_repository_at_zero(world: World, first_run: Run, second_run: Run) -> None:
     assert second_run["res"].returncode == 1
     repos = second_run["state"]["repositories"]
     assert repos["broken"].get("last_success", 0) == 0
@@ -581,7 +587,7 @@ def test_second_run_keeps_the_failed_repository_at_zero(world: Any, first_run: A
     assert samples["clawbot_backup_last_run_success"] == {"a": 1, "b": 1, "broken": 0}
 
 
-def test_retention_keeps_one_snapshot_per_day(world: Any, first_run: Any, second_run: Any, third_run: Any) -> None:
+def test_retention_keeps_one_snapshot_per_day(world: World, first_run: Run, second_run: Run, third_run: Run) -> None:
     """restic forget --keep-daily 7 keeps the newest snapshot of each day: three runs on one day
     leave one snapshot (two if the runs straddled midnight)."""
     assert third_run["res"].returncode == 0, third_run["res"].stderr
@@ -596,7 +602,7 @@ def test_retention_keeps_one_snapshot_per_day(world: Any, first_run: Any, second
     assert third_run["state"]["repositories"]["a"]["snapshots"] == len(snaps)
 
 
-def test_check_and_metrics_subcommands(world: Any, third_run: Any) -> None:
+def test_check_and_metrics_subcommands(world: World, third_run: Run) -> None:
     started = time.time()
     res = world.cli("check", "--repository", "b", "--read-data-subset", "50%")
     assert res.returncode == 0, res.stderr
@@ -610,7 +616,7 @@ def test_check_and_metrics_subcommands(world: Any, third_run: Any) -> None:
     assert samples["clawbot_backup_check_last_success_timestamp_seconds"] == {"a": 0, "b": checked, "broken": 0}
 
 
-def test_snapshots_subcommand(world: Any, first_run: Any) -> None:
+def test_snapshots_subcommand(world: World, first_run: Run) -> None:
     res = world.cli("snapshots", "--repository", "b")
     assert res.returncode == 0, res.stderr
     snaps = json.loads(res.stdout)
@@ -622,12 +628,12 @@ def test_snapshots_subcommand(world: Any, first_run: Any) -> None:
 # --- drill ----------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def drill_ok(world: Any, first_run: Any) -> dict[str, Any]:
+def drill_ok(world: World, first_run: Run) -> dict[str, Any]:
     res = world.cli("drill", "--repository", "b")
     return {"res": res, "report": json.loads(res.stdout), "leftovers": drill_leftovers(world)}
 
 
-def test_drill_passes_after_a_run(world: Any, first_run: Any, drill_ok: Any) -> None:
+def test_drill_passes_after_a_run(world: World, first_run: Run, drill_ok: Run) -> None:
     res, report = drill_ok["res"], drill_ok["report"]
     assert res.returncode == 0, res.stdout + res.stderr
     assert report["ok"] is True and report["errors"] == []
@@ -652,7 +658,7 @@ def test_drill_passes_after_a_run(world: Any, first_run: Any, drill_ok: Any) -> 
 
 
 @pytest.fixture(scope="module")
-def tampered(world: Any, third_run: Any, tmp_path_factory: Any) -> dict[str, str]:
+def tampered(world: World, third_run: Run, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """Two snapshots in repository a whose dump no longer matches the manifest inside them.
 
     The newest snapshot is restored with restic, its dump edited (one value changed; one row
@@ -687,7 +693,7 @@ def tampered(world: Any, third_run: Any, tmp_path_factory: Any) -> dict[str, str
     return ids
 
 
-def test_drill_detects_a_changed_value(world: Any, tampered: Any) -> None:
+def test_drill_detects_a_changed_value(world: World, tampered: dict[str, str]) -> None:
     res = world.cli("drill", "--repository", "a", "--snapshot", tampered["changed"])
     assert res.returncode == 1
     report = json.loads(res.stdout)
@@ -703,7 +709,7 @@ def test_drill_detects_a_changed_value(world: Any, tampered: Any) -> None:
     assert drill_leftovers(world) == ([], [])
 
 
-def test_drill_detects_a_removed_row(world: Any, tampered: Any) -> None:
+def test_drill_detects_a_removed_row(world: World, tampered: dict[str, str]) -> None:
     res = world.cli("drill", "--repository", "a", "--snapshot", tampered["removed"])
     assert res.returncode == 1
     report = json.loads(res.stdout)
@@ -715,7 +721,7 @@ def test_drill_detects_a_removed_row(world: Any, tampered: Any) -> None:
     assert drill_leftovers(world) == ([], [])
 
 
-def test_restore_refuses_a_snapshot_that_does_not_match_its_manifest(world: Any, tampered: Any) -> None:
+def test_restore_refuses_a_snapshot_that_does_not_match_its_manifest(world: World, tampered: dict[str, str]) -> None:
     tables = list(world.mariadb.seed_rows)
     before = checksums(world.mariadb, tables)
     res = world.cli("restore", "--repository", "a", "--snapshot", tampered["changed"], "--confirm", "--database")
@@ -729,7 +735,7 @@ def test_restore_refuses_a_snapshot_that_does_not_match_its_manifest(world: Any,
 
 # --- restore --------------------------------------------------------------------------------------
 
-def test_restore_without_confirm_changes_nothing(world: Any, first_run: Any) -> None:
+def test_restore_without_confirm_changes_nothing(world: World, first_run: Run) -> None:
     tables = list(world.mariadb.seed_rows)
     before = checksums(world.mariadb, tables)
     app = (world.live_dir / "app.yml").read_text()
@@ -751,7 +757,7 @@ def test_restore_without_confirm_changes_nothing(world: Any, first_run: Any) -> 
     (["--database"], {"mariadb": {"enabled": False}}, "--database: this host's configuration has no MariaDB source"),
     (["--redis"], {"redis": {"enabled": False}}, "--redis: this host's configuration has no Redis source"),
 ], ids=["nothing-selected", "database-without-mariadb", "redis-without-redis"])
-def test_restore_refuses_what_it_cannot_do(world: Any, tmp_path: Path, args: list[str], change: dict,
+def test_restore_refuses_what_it_cannot_do(world: World, tmp_path: Path, args: list[str], change: dict,
                                            message: str) -> None:
     cfg = {**json.loads(json.dumps(world.config)), **change}
     calls_before = world.argv_log.read_text() if world.argv_log.exists() else ""
@@ -764,7 +770,7 @@ def test_restore_refuses_what_it_cannot_do(world: Any, tmp_path: Path, args: lis
 
 
 @pytest.fixture(scope="module")
-def restored(world: Any, first_run: Any, drill_ok: Any) -> dict[str, Any]:
+def restored(world: World, first_run: Run, drill_ok: Run) -> dict[str, Any]:
     """Break the live state, then restore database, config directory and Redis from b."""
     tables = list(world.mariadb.seed_rows)
     before = {"checksums": checksums(world.mariadb, tables), "app": (world.live_dir / "app.yml").read_text()}
@@ -780,7 +786,7 @@ def restored(world: Any, first_run: Any, drill_ok: Any) -> dict[str, Any]:
             "report": json.loads(res.stdout) if res.stdout.strip() else {}}
 
 
-def test_restore_brings_back_database_and_files(world: Any, restored: Any) -> None:
+def test_restore_brings_back_database_and_files(world: World, restored: Run) -> None:
     res, report = restored["res"], restored["report"]
     assert res.returncode == 0, res.stdout + res.stderr
     assert report["ok"] is True and report["errors"] == []
@@ -796,7 +802,7 @@ def test_restore_brings_back_database_and_files(world: Any, restored: Any) -> No
     assert siblings == ["clawbot"], "no .restore-*/.pre-restore-* copies left next to the live path"
 
 
-def test_restore_keeps_a_safety_copy_of_the_state_before(world: Any, restored: Any) -> None:
+def test_restore_keeps_a_safety_copy_of_the_state_before(world: World, restored: Run) -> None:
     safety = Path(restored["report"]["safety_dir"])
     assert safety.parent == world.work
     dump = safety / "clawbot.sql"
@@ -811,7 +817,7 @@ def test_restore_keeps_a_safety_copy_of_the_state_before(world: Any, restored: A
     assert (safety / "dump.rdb").stat().st_size > 0
 
 
-def test_restore_puts_the_redis_dump_in_place(world: Any, restored: Any, drill_ok: Any) -> None:
+def test_restore_puts_the_redis_dump_in_place(world: World, restored: Run, drill_ok: Run) -> None:
     expected = next(f["expected"] for f in drill_ok["report"]["files"] if f["kind"] == "redis")
     live_rdb = Path(world.config["redis"]["data_dir"]) / "dump.rdb"
     assert cb.sha256_file(str(live_rdb)) == expected
@@ -821,7 +827,7 @@ def test_restore_puts_the_redis_dump_in_place(world: Any, restored: Any, drill_o
 
 # --- locking --------------------------------------------------------------------------------------
 
-def test_a_second_run_while_the_lock_is_held(world: Any, first_run: Any) -> None:
+def test_a_second_run_while_the_lock_is_held(world: World, first_run: Run) -> None:
     state_dir = Path(world.config["state_dir"])
     before = world.state_path.read_bytes()
     with open(state_dir / "lock", "a+") as handle:
@@ -842,7 +848,7 @@ def test_a_second_run_while_the_lock_is_held(world: Any, first_run: Any) -> None
 
 # --- secrets (last: it reads everything the module's CLI calls printed and ran) --------------------
 
-def test_secrets_never_leave_their_files(world: Any, first_run: Any, drill_ok: Any) -> None:
+def test_secrets_never_leave_their_files(world: World, first_run: Run, drill_ok: Run) -> None:
     secrets = {"restic repository": world.repo_password, "mariadb backup user": world.mariadb.backup_password,
                "redis": world.redis.password}
     argv = world.argv_log.read_text()
@@ -863,11 +869,10 @@ def test_secrets_never_leave_their_files(world: Any, first_run: Any, drill_ok: A
     assert not any(secret in ps for secret in secrets.values())
 
 
-def test_secrets_not_in_the_process_table_during_a_run(world: Any, first_run: Any) -> None:
+def test_secrets_not_in_the_process_table_during_a_run(world: World, first_run: Run) -> None:
     seen = first_run["ps"]
     # Each restic call derives the key (~0.5 s): a 0.1 s sampling sees some of the six per repository.
     assert any(line.startswith(("/usr/bin/restic --quiet ", "/bin/sh " + str(world.bin / "restic")))
                for line in seen), "the sampling saw no restic child"
     for secret in (world.repo_password, world.mariadb.backup_password, world.redis.password):
         assert not any(secret in line for line in seen)
-

@@ -179,8 +179,8 @@ def validate_config(cfg: object) -> dict:
             raise ConfigError(f"{where}.name {name!r} is used twice")
         seen.add(name)
         url = _need(repo, "repository", str, where)
-        if not (url.startswith("/") or url.startswith(("s3:", "sftp:", "rest:", "rclone:",
-                                                        "b2:", "azure:", "gs:", "swift:"))):
+        backends = ("/", "s3:", "sftp:", "rest:", "rclone:", "b2:", "azure:", "gs:", "swift:")
+        if not url.startswith(backends):
             raise ConfigError(f"{where}.repository must be a path or a restic backend URL")
         _abs_path(repo, "password_file", where)
         _abs_path(repo, "env_file", where, optional=True)
@@ -727,8 +727,8 @@ def render_metrics(cfg: dict, state: dict) -> str:
                 if key not in ("last_success", "check_last_success"):
                     continue
                 value = 0
-            lines.append('{}{{repository="{}"}} {}'.format(metric, escape_label(name), repr(float(value))
-                                                     if isinstance(value, float) else int(value)))
+            number = repr(float(value)) if isinstance(value, float) else int(value)
+            lines.append(f'{metric}{{repository="{escape_label(name)}"}} {number}')
     return "\n".join(lines) + "\n"
 
 
