@@ -93,6 +93,18 @@ def test_node_exporter_serves_the_backup_metrics(host) -> None:
         assert f'clawbot_backup_last_run_success{{repository="{repo}"}} 1' in page
 
 
+def test_the_weekly_read_check_runs_in_its_sandbox(host) -> None:
+    """clawbot-backup-check.service (restic check --read-data-subset 10%) as the timer starts it."""
+    metric = "clawbot_backup_check_last_success_timestamp_seconds"
+    before = {repo: _metrics(host)[(metric, repo)] for repo in REPOS}
+    result = host.run("systemctl start clawbot-backup-check.service")
+    assert result.rc == 0, host.check_output("journalctl -u clawbot-backup-check.service -o cat -n 20 --no-pager")
+    journal = host.check_output("journalctl -u clawbot-backup-check.service -o cat -n 20 --no-pager")
+    for repo in REPOS:
+        assert f"repository {repo}: check --read-data-subset 10% OK" in journal
+        assert _metrics(host)[(metric, repo)] > before[repo]
+
+
 def test_secrets_stay_in_private_files(host) -> None:
     for path in ("/etc/clawbot-backup/config.json", "/etc/clawbot-backup/mariadb.cnf",
                  "/etc/clawbot-backup/redis.password", "/etc/clawbot-backup/ssh/id_offsite",
