@@ -625,6 +625,26 @@ def test_snapshots_subcommand(world: World, first_run: Run) -> None:
     assert res.returncode == 1 and "no repository named nope" in res.stderr
 
 
+def test_freshness_reads_every_repository(world: World, first_run: Run) -> None:
+    """The compliance probe: the newest snapshot's age per repository, from the repository itself;
+    an unreadable repository is an entry with its error, not a crash."""
+    res = world.cli("freshness")
+    assert res.returncode == 1, "the broken repository makes the whole answer stale"
+    fresh = {entry["name"]: entry for entry in json.loads(res.stdout)}
+    assert set(fresh) == {"a", "b", "broken"}
+    for name in ("a", "b"):
+        newest = max(cb.snapshot_time(s) for s in first_run["snapshots"][name])
+        assert fresh[name]["newest_snapshot"] == round(newest, 3)
+        assert 0 <= fresh[name]["age_seconds"] < 3600 and fresh[name]["fresh"] is True
+        assert fresh[name]["error"] is None and fresh[name]["snapshots"] == len(first_run["snapshots"][name])
+    assert fresh["broken"]["fresh"] is False and fresh["broken"]["error"]
+    res = world.cli("freshness", "--repository", "a", "--repository", "b")
+    assert res.returncode == 0, res.stdout + res.stderr
+    res = world.cli("freshness", "--repository", "a", "--max-age-hours", "0")
+    assert res.returncode == 1
+    assert json.loads(res.stdout)[0]["fresh"] is False
+
+
 # --- drill ----------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")

@@ -8,28 +8,15 @@ the last one leaves the S3 server running and the backup unit not failed.
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
 import time
-from pathlib import Path
 
 import pytest
-from conftest import https_chat
+from conftest import https_chat, run_playbook
 
-ROOT = Path(__file__).resolve().parents[3]
 REPOS = ("local", "s3", "offsite")
 TEXTFILE = "/var/lib/prometheus/node-exporter/clawbot_backup.prom"
 STAGING = "/var/backups/clawbot/staging"
-
-
-def _playbook(name: str, *extra: str) -> tuple[int, str]:
-    env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0")
-    run = subprocess.run(
-        ["ansible-playbook", "-i", str(Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent),
-         str(ROOT / "playbooks" / name), *extra],
-        capture_output=True, text=True, env=env, timeout=900, check=False)
-    return run.returncode, run.stdout + run.stderr
 
 
 def _snapshots(host, repo: str) -> list[dict]:
@@ -144,7 +131,7 @@ def test_the_manifest_describes_the_dump(host) -> None:
 
 
 def test_the_restore_drill_passes(host) -> None:
-    rc, out = _playbook("restore_drill.yml", "-e", "restore_drill_repository=offsite")
+    rc, out = run_playbook("restore_drill.yml", "-e", "restore_drill_repository=offsite")
     assert rc == 0, out[-4000:]
     assert "Restore drill passed" in out
     assert re.search(r"OK +table conversation_log: rows \d+ restored / \d+ at backup, checksum same", out), out[-4000:]
@@ -171,7 +158,7 @@ def test_the_drill_detects_a_corrupted_dump(host) -> None:
                       f"{env} restic backup --quiet --host {name} --tag clawbot {STAGING}")
     host.check_output(f"rm -rf {STAGING} /tmp/corrupt")
     try:
-        rc, out = _playbook("restore_drill.yml", "-e", "restore_drill_repository=local")
+        rc, out = run_playbook("restore_drill.yml", "-e", "restore_drill_repository=local")
         assert rc != 0, out[-4000:]
         assert "Restore drill FAILED" in out
         assert "table alembic_version" in out
@@ -230,7 +217,7 @@ def api_row(host, api_token) -> str:
 
 def test_restore_needs_the_confirmation_and_changes_nothing_without_it(host) -> None:
     rows = _sql(host, "SELECT COUNT(*) FROM conversation_log")
-    rc, out = _playbook("restore.yml", "-e", "restore_repository=local", "-e", "restore_snapshot=latest")
+    rc, out = run_playbook("restore.yml", "-e", "restore_repository=local", "-e", "restore_snapshot=latest")
     assert rc != 0
     assert "restore_confirm=yes" in out and "Nothing was changed" in out
     assert host.service("clawbot-app").is_running
@@ -244,7 +231,7 @@ def test_restore_brings_back_a_deleted_conversation_row(host, api_token, api_row
     config_before = host.file("/etc/clawbot/config.yaml").content_string
     host.check_output("echo '# changed after the backup' >> /etc/clawbot/config.yaml")
 
-    rc, out = _playbook("restore.yml", "-e", "restore_repository=offsite", "-e", "restore_snapshot=latest",
+    rc, out = run_playbook("restore.yml", "-e", "restore_repository=offsite", "-e", "restore_snapshot=latest",
                         "-e", "restore_confirm=yes")
     assert rc == 0, out[-4000:]
     assert "restored mariadb:clawbot, /etc/clawbot" in out

@@ -12,6 +12,8 @@ Subcommands (all take --config, default /etc/clawbot-backup/config.json):
   check [--read-data-subset S]   restic check of every repository (the weekly timer)
   status                  JSON: every repository's state, as the metrics show it
   snapshots --repository N       JSON list of the host's snapshots
+  freshness [--max-age-hours H]  JSON: age of the host's newest snapshot in each repository, read
+                          from the repository (compliance); exit 1 when one is older or unreadable
   drill --repository N [--snapshot ID]   restore into a scratch directory and database, compare
                           with the manifest, clean up; exit 1 when anything differs
   restore --repository N --snapshot ID --confirm [--database] [--path P ...] [--redis]
@@ -864,6 +866,35 @@ def cmd_snapshots(cfg: dict, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_freshness(cfg: dict, args: argparse.Namespace) -> int:
+    """The newest snapshot of this host in each repository, read from the repository itself.
+
+    Read-only (compliance runs): one entry per repository, with `error` instead of failing when
+    a repository cannot be read, so every repository is reported. Exit 1 when any entry has no
+    snapshot younger than --max-age-hours (or could not be read)."""
+    out = []
+    limit = float(args.max_age_hours) * 3600
+    for repo in repositories(cfg, args.repository):
+        entry: dict = {"name": repo.name, "newest_snapshot": None, "age_seconds": None, "snapshots": 0,
+                       "error": None, "fresh": False}
+        try:
+            snaps = repo.snapshots()
+        except BackupError as exc:
+            entry["error"] = str(exc)
+        else:
+            entry["snapshots"] = len(snaps)
+            if snaps:
+                newest = max(snapshot_time(s) for s in snaps)
+                entry["newest_snapshot"] = round(newest, 3)
+                entry["age_seconds"] = round(max(0.0, now() - newest), 1)
+                entry["fresh"] = entry["age_seconds"] < limit
+            else:
+                entry["error"] = "no snapshot of host {}".format(repo.cfg["host"])
+        out.append(entry)
+    print(json.dumps(out, indent=1, sort_keys=True))
+    return 0 if all(e["fresh"] for e in out) else 1
+
+
 def cmd_metrics(cfg: dict, _args: argparse.Namespace) -> int:
     write_metrics(cfg, load_state(cfg))
     return 0
@@ -1162,6 +1193,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     snaps = sub.add_parser("snapshots")
     snaps.add_argument("--repository", required=True)
     snaps.add_argument("--host", default=None)
+    fresh = sub.add_parser("freshness", help="age of the newest snapshot in each repository (read-only)")
+    fresh.add_argument("--repository", action="append")
+    fresh.add_argument("--max-age-hours", type=float, default=26.0)
     drill = sub.add_parser("drill")
     drill.add_argument("--repository", required=True)
     drill.add_argument("--snapshot", default="latest")
@@ -1186,6 +1220,7 @@ COMMANDS = {
     "check": cmd_check,
     "status": cmd_status,
     "snapshots": cmd_snapshots,
+    "freshness": cmd_freshness,
     "metrics": cmd_metrics,
     "drill": cmd_drill,
     "restore": cmd_restore,
