@@ -21,7 +21,8 @@ description:
   - C(playbooks/callback_plugins/) enables it for the collection's own playbooks; a project that
     copies C(compliance.yml) enables it with C(callbacks_enabled = clawbot.stack.compliance_drift).
     Without it, compliance.yml fails its drift control as "not measured" instead of passing.
-author: clawbot.stack maintainers
+author:
+  - clawbot.stack contributors (@clawbot)
 requirements:
   - ansible-core 2.17 or later
 """
