@@ -118,6 +118,8 @@ class RunTranscript:
         ran = [a.name for a in self.actions]
         if ran != expected:
             return f"ran {', '.join(ran) or 'nothing'}; the test sequence is {', '.join(expected)}"
+        if expected.count("check") < 2:
+            return None  # a scenario whose own sequence has no check-mode run on the converged host
         converged = next((a for a in self.actions if a.label == "check-converged"), None)
         if converged is None:
             return "no check-mode run on the converged host"

@@ -38,7 +38,7 @@ PLAIN_ENV = {"NO_COLOR": "1", "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0"
 FAILED_OUTPUT_LINES = 400
 # Scenarios that take far longer than the others start first, so the job slots finish together
 # instead of one long scenario running alone at the end (site: about 500 s against 140-210 s).
-LONG_FIRST = ("site",)
+LONG_FIRST = ("site", "ha")
 _print_lock = threading.Lock()
 
 
@@ -60,8 +60,13 @@ def discover_scenarios() -> list[str]:
     return sorted(p.parent.name for p in (ROOT / "molecule").glob("*/molecule.yml"))
 
 
-def configured_sequence() -> list[str]:
-    return list(yaml.safe_load(BASE_CONFIG.read_text())["scenario"]["test_sequence"])
+def configured_sequence(scenario: str | None = None) -> list[str]:
+    """The base config's test sequence, or the scenario's own when its molecule.yml sets one."""
+    base = list(yaml.safe_load(BASE_CONFIG.read_text())["scenario"]["test_sequence"])
+    if scenario is None:
+        return base
+    own = (yaml.safe_load((ROOT / "molecule" / scenario / "molecule.yml").read_text()) or {}).get("scenario", {})
+    return list(own.get("test_sequence") or base)
 
 
 def run_scenario(scenario: str, log_dir: Path, expected: list[str], width: int) -> ScenarioResult:
@@ -144,7 +149,8 @@ def main() -> int:
     started = time.monotonic()
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         width = max(len(name) for name in scenarios)
-        results = list(pool.map(lambda name: run_scenario(name, log_dir, expected, width), scenarios))
+        results = list(pool.map(lambda name: run_scenario(name, log_dir, configured_sequence(name), width),
+                                scenarios))
     wall = time.monotonic() - started
 
     for res in results:

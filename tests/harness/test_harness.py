@@ -236,3 +236,14 @@ def test_long_scenarios_start_first_and_none_is_lost() -> None:
     assert sorted(ordered) == sorted(known)
     assert ordered[: len(LONG_FIRST)] == list(LONG_FIRST)
     assert run_order(["redis", "common"]) == ["redis", "common"]
+
+
+def test_a_scenario_with_its_own_sequence_is_judged_by_it() -> None:
+    """molecule/ha sets its own test_sequence (no check-mode runs): the runner expects exactly that
+    sequence, and the converged-host check rule applies only to sequences that have it."""
+    own = configured_sequence("ha")
+    assert own != configured_sequence() and own.count("check") == 0
+    assert configured_sequence("site") == configured_sequence()
+    run = _molecule_run("ha", [(name, "", "Successful") for name in own])
+    assert _transcript("ha", run).verdict(0, own) is None
+    assert _transcript("ha", run).verdict(0, SEQUENCE) is not None

@@ -38,7 +38,7 @@ PLAYBOOK = f"""
         mode: "0644"
 """
 
-# Split layout like inventories/production plus a monitoring host, with a second bot that has
+# Split layout like inventories/ha plus a monitoring host, with a second bot that has
 # its own port and no private address, an IPv6 data host and a renamed nginx server name.
 SPLIT = {
     "all": {"children": {"clawbot": {
