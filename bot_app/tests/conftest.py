@@ -111,7 +111,9 @@ def redis_server() -> Iterator[RedisProc]:
 
 
 class MariaDB:
-    def __init__(self) -> None:
+    def __init__(self, extra_args: tuple[str, ...] = (), tls_ca: str | None = None) -> None:
+        self.extra_args = extra_args
+        self.tls_ca = tls_ca  # the readiness check connects with TLS when set
         self.install_db = _require("mariadb-install-db")
         self.mariadbd = _require("mariadbd")
         self.base = Path(tempfile.mkdtemp(prefix="botapp-mariadb-"))
@@ -140,7 +142,8 @@ class MariaDB:
              f"--socket={self.socket}", f"--port={self.port}", "--bind-address=127.0.0.1",
              "--user=root", "--skip-log-bin", "--innodb-buffer-pool-size=32M",
              "--innodb-log-file-size=16M", "--skip-name-resolve",
-             f"--pid-file={self.base / 'mysqld.pid'}", f"--log-error={self.logfile}"],
+             f"--pid-file={self.base / 'mysqld.pid'}", f"--log-error={self.logfile}",
+             *self.extra_args],
             stdout=log, stderr=subprocess.STDOUT)
         self._wait_ready()
 
@@ -154,7 +157,8 @@ class MariaDB:
                 pytest.fail(f"mariadbd exited: {self.logfile.read_text()[-2000:]}")
             try:
                 conn = pymysql.connect(host="127.0.0.1", port=self.port, user="root",
-                                       connect_timeout=1)
+                                       connect_timeout=1,
+                                       ssl={"ca": self.tls_ca} if self.tls_ca else None)
                 with conn.cursor() as cur:
                     cur.execute("CREATE DATABASE IF NOT EXISTS clawbot "
                                 "CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import ssl
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -54,14 +55,48 @@ def ensure_sqlite_dir(url: str | URL) -> None:
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
 
 
+# TLS options in a mysql:// URL's query, as PyMySQL names them (the sync driver of `migrate`).
+_MYSQL_TLS_PARAMS = ("ssl_ca", "ssl_cert", "ssl_key", "ssl_check_hostname", "ssl_verify_cert")
+
+
+def _query_value(value: str | tuple[str, ...]) -> str:
+    return value[-1] if isinstance(value, tuple) else value
+
+
+def mysql_tls(url: URL) -> tuple[URL, ssl.SSLContext | None]:
+    """The URL without its ``ssl_*`` options, and the TLS context they describe.
+
+    PyMySQL takes those options as a dict, but aiomysql needs an ``ssl.SSLContext`` (given the
+    dict, its handshake fails with "'dict' object has no attribute 'wrap_bio'"). The context
+    verifies the server's certificate against ``ssl_ca`` (the system store without it) and its
+    name against the URL's host, unless ``ssl_check_hostname=false`` (name) or
+    ``ssl_verify_cert=false`` (both); ``ssl_cert``/``ssl_key`` add a client certificate."""
+    query = dict(url.query)
+    options = {name: _query_value(query.pop(name)) for name in _MYSQL_TLS_PARAMS if name in query}
+    if not options:
+        return url, None
+    context = ssl.create_default_context(cafile=options.get("ssl_ca") or None)
+    if options.get("ssl_cert"):
+        context.load_cert_chain(options["ssl_cert"], options.get("ssl_key") or None)
+    if options.get("ssl_verify_cert", "true").lower() in ("false", "0", "no"):
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    elif options.get("ssl_check_hostname", "true").lower() in ("false", "0", "no"):
+        context.check_hostname = False
+    return url.set(query=query), context
+
+
 def make_engine(url: str | URL) -> AsyncEngine:
     """An async engine for ``url`` (a string, or a URL whose password need not be rendered)."""
     ensure_sqlite_dir(url)
     aurl = async_url(url)
     kwargs: dict[str, Any] = {"pool_pre_ping": True}
     if aurl.get_backend_name() == "mysql":
-        kwargs.update(pool_size=10, max_overflow=10, pool_recycle=3600,
-                      connect_args={"connect_timeout": 3})
+        aurl, tls = mysql_tls(aurl)
+        connect_args: dict[str, Any] = {"connect_timeout": 3}
+        if tls is not None:
+            connect_args["ssl"] = tls
+        kwargs.update(pool_size=10, max_overflow=10, pool_recycle=3600, connect_args=connect_args)
     else:
         kwargs.update(connect_args={"timeout": 5})
     engine = create_async_engine(aurl, **kwargs)
