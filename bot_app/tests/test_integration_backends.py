@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import stat
+import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -77,6 +78,56 @@ async def test_ready_reports_redis_down(tmp_path: Path, primary: FakeModelServer
         body = r.json()
         assert body["checks"]["database"]["status"] == "ok"
         assert body["checks"]["redis"]["status"] == "error"
+
+
+class _PrivateRedis:
+    """A redis-server of one test, to stop and start under a running app."""
+
+    def __init__(self, workdir: Path) -> None:
+        import shutil
+
+        from tests.support import free_port
+
+        self.port = free_port()
+        self.argv = [str(shutil.which("redis-server")), "--port", str(self.port), "--bind",
+                     "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(workdir)]
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        from tests.support import wait_port
+
+        self.proc = subprocess.Popen(self.argv, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        wait_port(self.port, 15)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(10)
+            self.proc = None
+
+
+async def test_redis_down_answers_503_json_and_recovers(tmp_path: Path,
+                                                       primary: FakeModelServer) -> None:
+    """Redis stopped under a running app: the chat answers 503 `unavailable` (never a 500 with
+    the driver's error), and answers again once Redis is back on its port."""
+    redis = _PrivateRedis(tmp_path)
+    redis.start()
+    settings = _settings(tmp_path, primary, redis_url=f"redis://127.0.0.1:{redis.port}/0")
+    try:
+        async with running_app(settings) as h:
+            tok = await h.token(tenant=f"rd-{uuid.uuid4().hex[:6]}")
+            first = await h.chat(tok, message="a")
+            assert first.status_code == 200, first.text
+            redis.stop()
+            down = await h.chat(tok, message="b", session_id=first.json()["session_id"])
+            assert down.status_code == 503, down.text
+            assert down.json() == {"error": {"code": "unavailable",
+                                             "message": "session store unavailable"}}
+            redis.start()
+            again = await h.chat(tok, message="c")
+            assert again.status_code == 200, again.text
+    finally:
+        redis.stop()
 
 
 async def test_mariadb_chat_and_tokens(tmp_path: Path, primary: FakeModelServer,

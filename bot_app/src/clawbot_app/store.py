@@ -9,10 +9,15 @@ from __future__ import annotations
 import json
 import time
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Protocol
 
 import redis.asyncio as aioredis
 from redis.asyncio.connection import parse_url
+from redis.exceptions import RedisError
+
+from clawbot_app.errors import Unavailable
 
 
 class Store(Protocol):
@@ -108,6 +113,16 @@ def redis_client(url: str, password: str | None = None, **options: Any) -> aiore
     return aioredis.Redis.from_pool(aioredis.ConnectionPool(**kwargs))
 
 
+@contextmanager
+def _unavailable_when_down() -> Iterator[None]:
+    """Redis down, unreachable or timing out: a 503 `unavailable` answer (never a 500 with the
+    driver's error; the cause stays in the exception chain for the log)."""
+    try:
+        yield
+    except (RedisError, OSError) as exc:
+        raise Unavailable("session store unavailable") from exc
+
+
 class RedisStore:
     def __init__(self, url: str, prefix: str = "clawbot:", password: str | None = None):
         self.redis = redis_client(url, password, socket_timeout=3, socket_connect_timeout=3,
@@ -115,30 +130,34 @@ class RedisStore:
         self.p = prefix
 
     async def mark_seen(self, key: str, ttl_seconds: int) -> bool:
-        return bool(await self.redis.set(f"{self.p}seen:{key}", 1, nx=True, ex=ttl_seconds))
+        with _unavailable_when_down():
+            return bool(await self.redis.set(f"{self.p}seen:{key}", 1, nx=True, ex=ttl_seconds))
 
     async def incr_window(self, key: str, window_seconds: int) -> tuple[int, int]:
         now = time.time()
         window = int(now // window_seconds)
         full = f"{self.p}rl:{key}:{window}"
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.incr(full)
-            pipe.expire(full, window_seconds + 1)
-            count, _ = await pipe.execute()
+        with _unavailable_when_down():
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.incr(full)
+                pipe.expire(full, window_seconds + 1)
+                count, _ = await pipe.execute()
         return int(count), int((window + 1) * window_seconds - now) + 1
 
     async def get_turns(self, key: str) -> list[dict[str, Any]]:
-        raw = await self.redis.lrange(f"{self.p}turns:{key}", 0, -1)
+        with _unavailable_when_down():
+            raw = await self.redis.lrange(f"{self.p}turns:{key}", 0, -1)
         return [json.loads(x) for x in raw]
 
     async def append_turns(self, key: str, turns: list[dict[str, Any]], max_items: int,
                            ttl_seconds: int) -> None:
         k = f"{self.p}turns:{key}"
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.rpush(k, *[json.dumps(t) for t in turns])
-            pipe.ltrim(k, -max_items if max_items else 1, -1)
-            pipe.expire(k, ttl_seconds)
-            await pipe.execute()
+        with _unavailable_when_down():
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.rpush(k, *[json.dumps(t) for t in turns])
+                pipe.ltrim(k, -max_items if max_items else 1, -1)
+                pipe.expire(k, ttl_seconds)
+                await pipe.execute()
 
     async def ping(self) -> None:
         await self.redis.ping()

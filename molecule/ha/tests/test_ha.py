@@ -96,7 +96,8 @@ def test_a_conversation_continues_across_app_hosts(token: str) -> None:
     hosts = [APP_ADDRESSES.get(addr) for addr in upstreams_since(mark)]
     assert set(hosts) == {"app1", "app2"}, f"the turns were not served by both app hosts: {hosts}"
     keys = DATA.check_output(
-        "REDISCLI_AUTH=molecule-ha-admin-password-0001 redis-cli --user admin --no-auth-warning --scan --count 1000")
+        "REDISCLI_AUTH=molecule-ha-admin-password-0001 redis-cli --user admin --no-auth-warning"
+        " --scan --pattern 'clawbot:turns:*'")
     assert any(first["session_id"] in key for key in keys.splitlines()), "the session is not in Redis"
 
 
@@ -146,12 +147,25 @@ def _start_loop(token: str) -> None:
     script = (
         f"rm -f {LOOP_RESULTS} /tmp/ha-loop.stop; end=$((SECONDS + 300)); i=0; "
         f"while [ $i -lt 1500 ] && [ $SECONDS -lt $end ] && [ ! -e /tmp/ha-loop.stop ]; do "
-        "  code=$(curl -sk -o /dev/null -w '%{http_code}' --max-time 20 "
+        "  code=$(curl -sk -o /tmp/ha-loop.body -w '%{http_code}' --max-time 20 "
         f"    -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' "
         "    --data '{\"message\": \"loop\"}' https://localhost/api/v1/chat); "
-        f"  echo \"$code\" >> {LOOP_RESULTS}; i=$((i + 1)); sleep 0.2; "
+        f"  echo \"$code\" >> {LOOP_RESULTS}; "
+        "  [ \"$code\" = 200 ] || echo \"$(date -u +%T.%N) $code $(head -c 300 /tmp/ha-loop.body)\""
+        "    >> /tmp/ha-loop.failures; "
+        "  i=$((i + 1)); sleep 0.2; "
         "done; echo done >> /tmp/ha-loop.done")
-    LB.check_output("rm -f /tmp/ha-loop.done; setsid nohup bash -c %s >/dev/null 2>&1 &", script)
+    LB.check_output("rm -f /tmp/ha-loop.done /tmp/ha-loop.failures; setsid nohup bash -c %s >/dev/null 2>&1 &",
+                    script)
+
+
+def _failures() -> str:
+    """The loop's failed requests, nginx's log lines for them, and the bots' errors meanwhile."""
+    loop = LB.run("cat /tmp/ha-loop.failures").stdout
+    nginx = LB.run(f"grep -v '\"status\":\"200\"' {ACCESS_LOG} | grep '/api/v1/chat' | tail -5").stdout
+    bots = {name: app.run("journalctl -u clawbot-app --since '-10 min' -o cat | grep -i '\"log.level\": \"error\"'"
+                          " | tail -5").stdout for name, app in APPS.items()}
+    return f"loop: {loop}\nnginx: {nginx}\nbots: {bots}"
 
 
 def _stop_loop() -> list[str]:
@@ -169,7 +183,7 @@ def test_upgrade_rolls_a_new_release_without_a_failed_request(token: str) -> Non
     codes = _stop_loop()
     assert rc == 0, out[-5000:]
     assert len(codes) >= 50, f"the request loop made only {len(codes)} requests during the upgrade"
-    assert set(codes) == {"200"}, {code: codes.count(code) for code in set(codes)}
+    assert set(codes) == {"200"}, ({code: codes.count(code) for code in set(codes)}, _failures())
     for name, app in APPS.items():
         assert app.check_output("clawbot-app --version") == "0.1.0.post1", name
         assert app.file("/opt/clawbot/current").linked_to != before[name]
@@ -194,7 +208,7 @@ def test_a_broken_release_is_rolled_back_and_stops_the_rollout(token: str) -> No
     assert "The upgrade stopped at clawbot-molecule-ha-app1" in out, out[-5000:]
     assert "Rolled back from release 0.1.0.post999-" in out and "answers /ready again" in out, out[-5000:]
     assert "The host is back in the load balancers with its previous release." in out
-    assert set(codes) == {"200"}, {code: codes.count(code) for code in set(codes)}
+    assert set(codes) == {"200"}, ({code: codes.count(code) for code in set(codes)}, _failures())
     # app1 is back on the release that ran; app2 was never touched.
     for app in APPS.values():
         assert app.check_output("clawbot-app --version") == "0.1.0.post1"
