@@ -130,6 +130,26 @@ async def test_redis_down_answers_503_json_and_recovers(tmp_path: Path,
         redis.stop()
 
 
+async def test_a_redis_restart_between_requests_fails_no_request(tmp_path: Path,
+                                                                 primary: FakeModelServer) -> None:
+    """Pooled connections go stale when Redis restarts (a data-host reboot, a failover): the next
+    requests must not fail on them. Several connections are in the pool (concurrent chats)."""
+    redis = _PrivateRedis(tmp_path)
+    redis.start()
+    settings = _settings(tmp_path, primary, redis_url=f"redis://127.0.0.1:{redis.port}/0")
+    try:
+        async with running_app(settings) as h:
+            tok = await h.token(tenant=f"rr-{uuid.uuid4().hex[:6]}")
+            warm = await asyncio.gather(*(h.chat(tok, message=f"w{i}") for i in range(8)))
+            assert {r.status_code for r in warm} == {200}
+            redis.stop()
+            redis.start()
+            after = [await h.chat(tok, message=f"a{i}") for i in range(12)]
+            assert [r.status_code for r in after] == [200] * 12, [r.text for r in after]
+    finally:
+        redis.stop()
+
+
 async def test_mariadb_chat_and_tokens(tmp_path: Path, primary: FakeModelServer,
                                        mariadb: MariaDB) -> None:
     settings = _settings(tmp_path, primary, database_url=mariadb.url)

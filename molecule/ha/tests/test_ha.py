@@ -162,7 +162,7 @@ def _start_loop(token: str) -> None:
 def _failures() -> str:
     """The loop's failed requests, nginx's log lines for them, and the bots' errors meanwhile."""
     loop = LB.run("cat /tmp/ha-loop.failures").stdout
-    nginx = LB.run(f"grep -v '\"status\":\"200\"' {ACCESS_LOG} | grep '/api/v1/chat' | tail -5").stdout
+    nginx = LB.run(f"grep -v '\"status\":200,' {ACCESS_LOG} | grep '/api/v1/chat' | tail -5").stdout
     bots = {name: app.run("journalctl -u clawbot-app --since '-10 min' -o cat | grep -i '\"log.level\": \"error\"'"
                           " | tail -5").stdout for name, app in APPS.items()}
     return f"loop: {loop}\nnginx: {nginx}\nbots: {bots}"
