@@ -8,8 +8,10 @@ import stat
 import subprocess
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 from fakes.openai_provider import FakeModelServer
 
@@ -105,49 +107,50 @@ class _PrivateRedis:
             self.proc.wait(10)
             self.proc = None
 
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
 
-async def test_redis_down_answers_503_json_and_recovers(tmp_path: Path,
-                                                       primary: FakeModelServer) -> None:
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[_PrivateRedis]:
+    redis = _PrivateRedis(tmp_path)
+    redis.start()
+    try:
+        yield redis
+    finally:
+        redis.stop()
+
+
+async def test_redis_down_answers_503_json_and_recovers(tmp_path: Path, primary: FakeModelServer,
+                                                       private_redis: _PrivateRedis) -> None:
     """Redis stopped under a running app: the chat answers 503 `unavailable` (never a 500 with
     the driver's error), and answers again once Redis is back on its port."""
-    redis = _PrivateRedis(tmp_path)
-    redis.start()
-    settings = _settings(tmp_path, primary, redis_url=f"redis://127.0.0.1:{redis.port}/0")
-    try:
-        async with running_app(settings) as h:
-            tok = await h.token(tenant=f"rd-{uuid.uuid4().hex[:6]}")
-            first = await h.chat(tok, message="a")
-            assert first.status_code == 200, first.text
-            redis.stop()
-            down = await h.chat(tok, message="b", session_id=first.json()["session_id"])
-            assert down.status_code == 503, down.text
-            assert down.json() == {"error": {"code": "unavailable",
-                                             "message": "session store unavailable"}}
-            redis.start()
-            again = await h.chat(tok, message="c")
-            assert again.status_code == 200, again.text
-    finally:
-        redis.stop()
+    async with running_app(_settings(tmp_path, primary, redis_url=private_redis.url)) as h:
+        tok = await h.token(tenant=f"rd-{uuid.uuid4().hex[:6]}")
+        first = await h.chat(tok, message="a")
+        assert first.status_code == 200, first.text
+        private_redis.stop()
+        down = await h.chat(tok, message="b", session_id=first.json()["session_id"])
+        assert (down.status_code, down.json()) == (
+            503, {"error": {"code": "unavailable", "message": "session store unavailable"}})
+        private_redis.start()
+        again = await h.chat(tok, message="c")
+        assert again.status_code == 200, again.text
 
 
-async def test_a_redis_restart_between_requests_fails_no_request(tmp_path: Path,
-                                                                 primary: FakeModelServer) -> None:
+async def test_a_redis_restart_between_requests_fails_no_request(
+        tmp_path: Path, primary: FakeModelServer, private_redis: _PrivateRedis) -> None:
     """Pooled connections go stale when Redis restarts (a data-host reboot, a failover): the next
     requests must not fail on them. Several connections are in the pool (concurrent chats)."""
-    redis = _PrivateRedis(tmp_path)
-    redis.start()
-    settings = _settings(tmp_path, primary, redis_url=f"redis://127.0.0.1:{redis.port}/0")
-    try:
-        async with running_app(settings) as h:
-            tok = await h.token(tenant=f"rr-{uuid.uuid4().hex[:6]}")
-            warm = await asyncio.gather(*(h.chat(tok, message=f"w{i}") for i in range(8)))
-            assert {r.status_code for r in warm} == {200}
-            redis.stop()
-            redis.start()
-            after = [await h.chat(tok, message=f"a{i}") for i in range(12)]
-            assert [r.status_code for r in after] == [200] * 12, [r.text for r in after]
-    finally:
-        redis.stop()
+    async with running_app(_settings(tmp_path, primary, redis_url=private_redis.url)) as h:
+        tok = await h.token(tenant=f"rr-{uuid.uuid4().hex[:6]}")
+        warm = await asyncio.gather(*(h.chat(tok, message=f"w{i}") for i in range(8)))
+        assert {r.status_code for r in warm} == {200}
+        private_redis.stop()
+        private_redis.start()
+        after = [await h.chat(tok, message=f"a{i}") for i in range(12)]
+        assert [r.status_code for r in after] == [200] * 12, [r.text for r in after]
 
 
 async def test_mariadb_chat_and_tokens(tmp_path: Path, primary: FakeModelServer,
