@@ -44,6 +44,9 @@ rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/archives/*.deb
 # With no lists the cache must also look old, or `apt: cache_valid_time` trusts an empty cache
 # for an hour after the image was built (it judges by the mtime of the lists directory).
 touch -d @0 "$rootfs/var/lib/apt/lists"
+# tar records "." with the mode of the mktemp directory (0700): the image's / would then be
+# closed to every user but root (a non-root container built on it cannot even exec).
+chmod 0755 "$rootfs"
 
 tar -C "$rootfs" -c . | docker import \
   -c 'CMD ["/lib/systemd/systemd"]' \

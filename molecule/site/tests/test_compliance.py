@@ -59,7 +59,7 @@ def converged_fingerprint(host) -> str:
 
 
 def test_passes_on_the_converged_host_in_a_check_job(host, tmp_path: Path, converged_fingerprint: str) -> None:
-    rc, out, results = _compliance(tmp_path, "--check")
+    rc, out, results = _compliance(tmp_path, "--check", "--diff")
     assert rc == 0, out[-4000:]
     assert set(results) == EVERY_CONTROL
     assert all(ok for ok, _ in results.values()), results
