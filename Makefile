@@ -114,8 +114,8 @@ unit: prereqs-unit venv $(SANITY_ROOT)
 	@$(call step,unit: backup tool (real restic, mariadbd and redis-server on private sockets))
 	@pytest -q -p no:cacheprovider -p no:asyncio tests/backup || $(call fail,unit: backup tool)
 	@if [ -d bot_app/tests ]; then \
-	  $(call step,unit: bot_app pytest (real redis-server and mariadbd on private sockets; about a minute)); \
-	  cd bot_app && pytest -q -p no:cacheprovider || $(call fail,unit: bot_app pytest); fi
+	  $(call step,unit: bot_app pytest (real redis-server and mariadbd on private sockets; two workers, one file each; about a minute)); \
+	  cd bot_app && pytest -q -p no:cacheprovider -n 2 --dist loadfile || $(call fail,unit: bot_app pytest); fi
 
 # Playbooks end to end on loopback: the real bot service, fake IM/model providers that speak the
 # real wire protocols, ansible-playbook against localhost.
