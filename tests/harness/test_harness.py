@@ -239,11 +239,16 @@ def test_long_scenarios_start_first_and_none_is_lost() -> None:
 
 
 def test_a_scenario_with_its_own_sequence_is_judged_by_it() -> None:
-    """molecule/ha sets its own test_sequence (no check-mode runs): the runner expects exactly that
-    sequence, and the converged-host check rule applies only to sequences that have it."""
+    """molecule/ha sets its own test_sequence (no check-mode runs), molecule/site one with only the
+    fresh-host check (its compliance test is the converged-host check): the runner expects exactly
+    that sequence, and the converged-host check rule applies only to sequences that have it."""
     own = configured_sequence("ha")
     assert own != configured_sequence() and own.count("check") == 0
-    assert configured_sequence("site") == configured_sequence()
-    run = _molecule_run("ha", [(name, "", "Successful") for name in own])
-    assert _transcript("ha", run).verdict(0, own) is None
-    assert _transcript("ha", run).verdict(0, SEQUENCE) is not None
+    site = configured_sequence("site")
+    assert site.count("check") == 1 and site.index("check") < site.index("converge")
+    assert [a for a in configured_sequence() if a != "check"] == [a for a in site if a != "check"]
+    assert configured_sequence("common") == configured_sequence()
+    for scenario, sequence in (("ha", own), ("site", site)):
+        run = _molecule_run(scenario, [(name, "", "Successful") for name in sequence])
+        assert _transcript(scenario, run).verdict(0, sequence) is None
+        assert _transcript(scenario, run).verdict(0, SEQUENCE) is not None

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -20,20 +20,15 @@ import testinfra
 
 SCENARIO = Path(__file__).resolve().parents[1]
 ROOT = SCENARIO.parents[1]
+sys.path.insert(0, str(SCENARIO.parent / "shared"))
+from playbook_runner import run_playbook  # noqa: E402
+
 LB = testinfra.get_host("docker://clawbot-molecule-ha-lb")
 APPS = {name: testinfra.get_host(f"docker://clawbot-molecule-ha-{name}") for name in ("app1", "app2")}
 DATA = testinfra.get_host("docker://clawbot-molecule-ha-data")
 APP_ADDRESSES = {"10.213.90.11:18789": "app1", "10.213.90.12:18789": "app2"}
 ACCESS_LOG = "/var/log/nginx/clawbot.access.log"
 LOOP_RESULTS = "/tmp/ha-loop.txt"
-
-
-def _playbook(path: Path, *extra: str) -> tuple[int, str]:
-    env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0")
-    run = subprocess.run(
-        ["ansible-playbook", "-i", str(Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent), str(path), *extra],
-        capture_output=True, text=True, env=env, timeout=1200, check=False)
-    return run.returncode, run.stdout + run.stderr
 
 
 @pytest.fixture(scope="module")
@@ -135,8 +130,8 @@ def _last_backup(host) -> float:
 
 
 def _release(version: str, broken: bool) -> str:
-    rc, out = _playbook(ROOT / "tests" / "harness" / "test-release.yml",
-                        "-e", f"test_release_version={version}", "-e", f"test_release_broken={str(broken).lower()}")
+    rc, out = run_playbook(ROOT / "tests" / "harness" / "test-release.yml",
+                           "-e", f"test_release_version={version}", "-e", f"test_release_broken={str(broken).lower()}")
     assert rc == 0, out[-3000:]
     return f"{os.environ['MOLECULE_EPHEMERAL_DIRECTORY']}/release-{version}/dist/clawbot_app-{version}-py3-none-any.whl"
 
@@ -179,7 +174,7 @@ def test_upgrade_rolls_a_new_release_without_a_failed_request(token: str) -> Non
     before = {name: app.file("/opt/clawbot/current").linked_to for name, app in APPS.items()}
     backups_before = {name: _last_backup(host) for name, host in (("lb", LB), ("data", DATA), *APPS.items())}
     _start_loop(token)
-    rc, out = _playbook(ROOT / "playbooks" / "upgrade.yml", "-e", f"bot_app_wheel={wheel}")
+    rc, out = run_playbook(ROOT / "playbooks" / "upgrade.yml", "-e", f"bot_app_wheel={wheel}", timeout=1200)
     codes = _stop_loop()
     assert rc == 0, out[-5000:]
     assert len(codes) >= 50, f"the request loop made only {len(codes)} requests during the upgrade"
@@ -201,8 +196,8 @@ def test_upgrade_rolls_a_new_release_without_a_failed_request(token: str) -> Non
 def test_a_broken_release_is_rolled_back_and_stops_the_rollout(token: str) -> None:
     wheel = _release("0.1.0.post999", broken=True)
     _start_loop(token)
-    rc, out = _playbook(ROOT / "playbooks" / "upgrade.yml", "-e", f"bot_app_wheel={wheel}",
-                        "-e", "bot_app_health_timeout=10", "-e", "upgrade_backup=false")
+    rc, out = run_playbook(ROOT / "playbooks" / "upgrade.yml", "-e", f"bot_app_wheel={wheel}",
+                           "-e", "bot_app_health_timeout=10", "-e", "upgrade_backup=false", timeout=1200)
     codes = _stop_loop()
     assert rc != 0, "the rollout of a release that cannot start must fail"
     assert "The upgrade stopped at clawbot-molecule-ha-app1" in out, out[-5000:]

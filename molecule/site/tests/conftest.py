@@ -3,25 +3,18 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "shared"))
+from playbook_runner import run_playbook  # re-exported to the test modules
+
+__all__ = ["run_playbook"]
+
 CONFIG = "/etc/clawbot/config.yaml"
-ROOT = Path(__file__).resolve().parents[3]
-
-
-def run_playbook(name: str, *extra: str, env: dict[str, str] | None = None) -> tuple[int, str]:
-    """ansible-playbook playbooks/NAME against this scenario's inventory, from the controller."""
-    env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0", **(env or {}))
-    run = subprocess.run(
-        ["ansible-playbook", "-i", str(Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent),
-         str(ROOT / "playbooks" / name), *extra],
-        capture_output=True, text=True, env=env, timeout=900, check=False)
-    return run.returncode, run.stdout + run.stderr
 
 
 @pytest.fixture(scope="module")

@@ -6,24 +6,17 @@ module, named to run after test_serving.py (pytest runs modules in file-name ord
 
 from __future__ import annotations
 
-import os
-import subprocess
 from pathlib import Path
 
-from conftest import https_chat
+from conftest import https_chat, run_playbook
 
 SCENARIO = Path(__file__).resolve().parents[1]
 
 
 def test_broken_release_is_rolled_back_and_the_bot_keeps_answering(host, api_token) -> None:
     before = host.file("/opt/clawbot/current").linked_to
-    env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0")
-    run = subprocess.run(
-        ["ansible-playbook", "-i", str(Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent),
-         str(SCENARIO / "broken_release.yml")],
-        capture_output=True, text=True, env=env, timeout=600, check=False)
-    output = run.stdout + run.stderr
-    assert run.returncode != 0, "deploying a release that cannot start must fail the play"
+    rc, output = run_playbook(SCENARIO / "broken_release.yml", timeout=600)
+    assert rc != 0, "deploying a release that cannot start must fail the play"
     assert "Rolled back from release 0.1.0.post999-" in output, output[-4000:]
     assert "answers /ready again" in output, output[-4000:]
 
