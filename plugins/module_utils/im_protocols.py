@@ -1,6 +1,6 @@
 # Copyright: clawbot.stack contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""DingTalk and Feishu (Lark) signing and event crypto, as the platforms send and expect it.
+"""DingTalk, Feishu (Lark) and WeCom signing and event crypto, as the platforms send and expect it.
 
 DingTalk:
 
@@ -16,6 +16,12 @@ Feishu / Lark:
   standard 16-byte PKCS#7;
 * ``X-Lark-Signature = sha256_hex(timestamp + nonce + encrypt_key + raw_body_bytes)``;
 * custom bot webhook: ``sign = base64(HMAC-SHA256(key=timestamp_s + "\\n" + secret, msg=b""))``.
+
+WeCom (WeChat Work) app callbacks use the scheme DingTalk's event crypto was copied from (WeCom's
+WXBizMsgCrypt): the same key, IV, 32-byte padding and framing, with the CorpID as the trailing receive id,
+and ``msg_signature = sha1_hex("".join(sorted([token, timestamp, nonce, encrypt_or_echostr])))``. The URL
+verification is ``GET callback?msg_signature=&timestamp=(seconds)&nonce=&echostr=`` and the answer is the
+decrypted echostr message, bare.
 
 The AES parts need the ``cryptography`` package; callers check :data:`HAS_CRYPTOGRAPHY` first.
 """
@@ -48,7 +54,8 @@ else:
 DINGTALK_PAD_BLOCK = 32
 """DingTalk pads to 32 bytes (pad values 1..32), not to the AES block size."""
 AES_BLOCK = 16
-DINGTALK_AES_KEY_LENGTH = 43
+ENCODING_AES_KEY_LENGTH = 43
+DINGTALK_AES_KEY_LENGTH = ENCODING_AES_KEY_LENGTH
 DINGTALK_CHECK_URL_EVENT = '{"EventType":"check_url"}'
 DINGTALK_SUCCESS = "success"
 
@@ -152,30 +159,44 @@ def dingtalk_event_signature(token, timestamp, nonce, encrypt):
     return hashlib.sha1(joined.encode("utf-8")).hexdigest()  # nosec - SHA-1 is what DingTalk mandates
 
 
-def decode_dingtalk_aes_key(aes_key):
-    """The 32-byte AES key of a 43-character encodingAesKey; ValueError naming ``aes_key`` otherwise."""
-    if not isinstance(aes_key, str) or len(aes_key) != DINGTALK_AES_KEY_LENGTH:
-        raise ValueError(f"aes_key must be exactly {DINGTALK_AES_KEY_LENGTH} characters (the DingTalk encodingAesKey)")
+def decode_encoding_aes_key(aes_key, label="the DingTalk encodingAesKey"):
+    """The 32-byte AES key of a 43-character EncodingAESKey; ValueError naming ``aes_key`` otherwise."""
+    if not isinstance(aes_key, str) or len(aes_key) != ENCODING_AES_KEY_LENGTH:
+        raise ValueError(f"aes_key must be exactly {ENCODING_AES_KEY_LENGTH} characters ({label})")
     try:
         key = base64.b64decode(aes_key + "=", validate=True)
     except (binascii.Error, ValueError):
-        raise ValueError("aes_key is not a base64 encodingAesKey") from None
+        raise ValueError(f"aes_key is not a base64 {label.split()[-1]}") from None
     if len(key) != 32:
         raise ValueError("aes_key must decode to 32 bytes")
     return key
 
 
-class DingTalkEventCrypto:
-    """Encrypt, decrypt and sign DingTalk event-subscription payloads for one app."""
+def decode_dingtalk_aes_key(aes_key):
+    """The 32-byte AES key of a 43-character DingTalk encodingAesKey; ValueError naming ``aes_key`` otherwise."""
+    return decode_encoding_aes_key(aes_key, "the DingTalk encodingAesKey")
 
-    def __init__(self, token, aes_key, owner_key):
+
+def decode_wecom_aes_key(aes_key):
+    """The 32-byte AES key of a 43-character WeCom EncodingAESKey; ValueError naming ``aes_key`` otherwise."""
+    return decode_encoding_aes_key(aes_key, "the WeCom EncodingAESKey")
+
+
+class _BizMsgCrypto:
+    """The WXBizMsgCrypt scheme shared by WeCom callbacks and DingTalk events: AES-256-CBC, key =
+    b64decode(EncodingAESKey + "="), IV = key[:16], 32-byte PKCS#7, plaintext = random16 ||
+    uint32_be(len(msg)) || msg || receive id, SHA-1 signature over the sorted four strings."""
+
+    _receive_id_option = "receive_id"
+
+    def __init__(self, token, key, receive_id):
         if not token:
             raise ValueError("token is required")
-        if not owner_key:
-            raise ValueError("owner_key is required")
+        if not receive_id:
+            raise ValueError(f"{self._receive_id_option} is required")
         self.token = token
-        self.owner_key = owner_key
-        self._key = decode_dingtalk_aes_key(aes_key)
+        self._receive_id = receive_id
+        self._key = key
 
     def signature(self, timestamp, nonce, encrypt):
         return dingtalk_event_signature(self.token, timestamp, nonce, encrypt)
@@ -191,7 +212,7 @@ class DingTalkEventCrypto:
         if len(prefix) != 16:
             raise ValueError("random prefix must be 16 bytes")
         msg = plaintext.encode("utf-8")
-        framed = prefix + struct.pack(">I", len(msg)) + msg + self.owner_key.encode("utf-8")
+        framed = prefix + struct.pack(">I", len(msg)) + msg + self._receive_id.encode("utf-8")
         raw = _aes_encrypt(self._key, self._key[:16], pkcs7_pad(framed, DINGTALK_PAD_BLOCK))
         return base64.b64encode(raw).decode("ascii")
 
@@ -205,12 +226,29 @@ class DingTalkEventCrypto:
         length = struct.unpack(">I", framed[16:20])[0]
         if 20 + length > len(framed):
             raise MalformedCiphertext("message length exceeds plaintext")
-        if not hmac.compare_digest(framed[20 + length:], self.owner_key.encode("utf-8")):
-            raise OwnerKeyMismatch("owner key mismatch")
+        if not hmac.compare_digest(framed[20 + length:], self._receive_id.encode("utf-8")):
+            raise OwnerKeyMismatch(f"{self._receive_id_option} mismatch")
         try:
             return framed[20:20 + length].decode("utf-8")
         except UnicodeDecodeError:
             raise MalformedCiphertext("message is not UTF-8") from None
+
+
+class DingTalkEventCrypto(_BizMsgCrypto):
+    """Encrypt, decrypt and sign DingTalk event-subscription payloads for one app."""
+
+    _receive_id_option = "owner_key"
+
+    def __init__(self, token, aes_key, owner_key):
+        if not token:
+            raise ValueError("token is required")
+        if not owner_key:
+            raise ValueError("owner_key is required")
+        super().__init__(token, decode_dingtalk_aes_key(aes_key), owner_key)
+
+    @property
+    def owner_key(self):
+        return self._receive_id
 
     def envelope(self, plaintext, timestamp=None, nonce=None):
         """``{"msg_signature","encrypt","timeStamp","nonce"}`` around ``plaintext``.
@@ -301,3 +339,44 @@ def feishu_webhook_body(text, secret=None, timestamp_s=None):
         body["timestamp"] = ts
         body["sign"] = feishu_webhook_sign(secret, ts)
     return body
+
+
+# --------------------------------------------------------------------------- WeCom
+
+
+WECOM_ECHO_DIGITS = 19
+"""WeCom's own echostr messages are decimal strings of about 19 digits."""
+
+
+class WeComCrypto(_BizMsgCrypto):
+    """Encrypt, decrypt and sign WeCom (WXBizMsgCrypt) callback payloads for one app of a corp."""
+
+    _receive_id_option = "corp_id"
+
+    def __init__(self, token, aes_key, corp_id):
+        if not token:
+            raise ValueError("token is required")
+        if not corp_id:
+            raise ValueError("corp_id is required")
+        super().__init__(token, decode_wecom_aes_key(aes_key), corp_id)
+
+    @property
+    def corp_id(self):
+        return self._receive_id
+
+    def verification_query(self, message=None, timestamp=None, nonce=None):
+        """``(query, message)``: the URL verification WeCom sends (query parameters as a list of pairs,
+        ``timestamp`` in seconds) and the plaintext a correct callback answers with."""
+        msg = random_digits(WECOM_ECHO_DIGITS) if message is None else message
+        ts = str(int(time.time()) if timestamp is None else timestamp)
+        nn = random_digits(10) if nonce is None else str(nonce)
+        echostr = self.encrypt(msg)
+        query = [("msg_signature", self.signature(ts, nn, echostr)), ("timestamp", ts), ("nonce", nn),
+                 ("echostr", echostr)]
+        return query, msg
+
+
+def random_digits(length):
+    """A random decimal string of ``length`` digits without a leading zero."""
+    first = str(1 + secrets.randbelow(9))
+    return first + "".join(str(secrets.randbelow(10)) for dummy in range(length - 1))

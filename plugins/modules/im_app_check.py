@@ -8,17 +8,20 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 ---
 module: im_app_check
-short_description: Check a DingTalk or Feishu (Lark) app registration without changing it
+short_description: Check a DingTalk, Feishu (Lark) or WeCom app registration without changing it
 version_added: 0.1.0
 author:
   - clawbot.stack contributors (@clawbot)
 description:
-  - Checks that a DingTalk or Feishu (Lark) app registration works, the way the platform will use it,
-    and changes nothing on the platform or the host.
-  - C(credentials) asks the platform for an access token with O(app_key) and O(app_secret).
-    DingTalk is asked twice, through the OAuth2 API (C(POST /v1.0/oauth2/accessToken)) and the legacy
-    API (C(GET /gettoken)); both must succeed. Feishu and Lark are asked for a tenant access token
-    (C(POST /open-apis/auth/v3/tenant_access_token/internal)). Tokens are never returned.
+  - Checks that a DingTalk, Feishu (Lark) or WeCom (WeChat Work) app registration works, the way the
+    platform will use it, and changes nothing on the platform or the host.
+  - C(credentials) asks the platform for an access token with O(app_key) and O(app_secret) (O(corp_id)
+    and O(corp_secret) for WeCom). DingTalk is asked twice, through the OAuth2 API
+    (C(POST /v1.0/oauth2/accessToken)) and the legacy API (C(GET /gettoken)); both must succeed. Feishu
+    and Lark are asked for a tenant access token (C(POST /open-apis/auth/v3/tenant_access_token/internal)).
+    WeCom is asked with C(GET /cgi-bin/gettoken) and, when O(agent_id) is set, for the app's details
+    (C(GET /cgi-bin/agent/get)) with that token, which fails when the secret belongs to another app.
+    Tokens are never returned.
   - C(callback_tls) connects to the public O(callback_url), which must be HTTPS, and checks that its
     certificate chain and host name verify and that the certificate is valid for at least
     O(cert_min_days) more days.
@@ -26,40 +29,62 @@ description:
     the URL is registered and checks the answer. Feishu and Lark get a C(url_verification) challenge
     (encrypted and signed with C(X-Lark-Signature) when O(encrypt_key) is set) and must echo the
     challenge. DingTalk gets an encrypted C(check_url) event and must answer with the encrypted string
-    C(success), signed with O(token) and encrypted for O(owner_key).
-  - C(webhook) sends O(test_message) to the group robot O(webhook_url), signed with O(webhook_secret),
-    only when O(send_test_message=true) and never in check mode.
+    C(success), signed with O(token) and encrypted for O(owner_key). WeCom gets its URL verification
+    C(GET ?msg_signature=&timestamp=&nonce=&echostr=) (a random message encrypted with O(aes_key) for
+    O(corp_id), signed with O(token), the current time in seconds, a random nonce) and must answer with the
+    decrypted message as the bare body.
+  - C(webhook) sends O(test_message) to the group robot O(webhook_url), signed with O(webhook_secret)
+    (WeCom robots are not signed), only when O(send_test_message=true) and never in check mode.
   - Each check reports the platform's own error code and message. The module fails when a check named
     in O(required_checks) fails; other failed checks become warnings. A check without the options it
     needs is skipped, which is not a failure.
 options:
   platform:
     description:
-      - The IM platform of the app. V(lark) is Feishu's international edition.
+      - The IM platform of the app. V(lark) is Feishu's international edition; V(wecom) is WeCom
+        (WeChat Work, 企业微信).
     type: str
     required: true
-    choices: [dingtalk, feishu, lark]
+    choices: [dingtalk, feishu, lark, wecom]
   app_key:
     description:
       - The app's AppKey (DingTalk, also called Client ID) or App ID (Feishu, Lark).
-      - Needed, with O(app_secret), for the C(credentials) check.
+      - Needed, with O(app_secret), for the C(credentials) check. Not for O(platform=wecom) (see O(corp_id)).
     type: str
     aliases: [app_id]
   app_secret:
     description:
       - The app's AppSecret (DingTalk, also called Client Secret) or App Secret (Feishu, Lark).
+        Not for O(platform=wecom) (see O(corp_secret)).
     type: str
+  corp_id:
+    description:
+      - WeCom CorpID (企业ID) of the organisation. Only for O(platform=wecom).
+      - Needed, with O(corp_secret), for the C(credentials) check and, with O(token) and O(aes_key), for
+        C(callback_verification) (callback messages are encrypted for the CorpID).
+    type: str
+  corp_secret:
+    description:
+      - WeCom Secret of the self-built app (the app's own secret, not the contacts secret).
+        Only for O(platform=wecom).
+    type: str
+  agent_id:
+    description:
+      - WeCom AgentId of the app. Only for O(platform=wecom).
+      - When set, C(credentials) also reads the app's details with the token, which fails (C(40056) or
+        C(301002)) when O(corp_secret) belongs to another app.
+    type: int
   api_base:
     description:
       - Base URL of the platform's Open API.
-      - When omitted, V(https://api.dingtalk.com) for DingTalk, V(https://open.feishu.cn) for Feishu and
-        V(https://open.larksuite.com) for Lark.
+      - When omitted, V(https://api.dingtalk.com) for DingTalk, V(https://open.feishu.cn) for Feishu,
+        V(https://open.larksuite.com) for Lark and V(https://qyapi.weixin.qq.com) for WeCom.
     type: str
   oapi_base:
     description:
       - Base URL of DingTalk's legacy API, used for C(gettoken). Only for O(platform=dingtalk).
+      - When omitted, V(https://oapi.dingtalk.com).
     type: str
-    default: https://oapi.dingtalk.com
   callback_url:
     description:
       - The public event callback (request) URL registered for the app.
@@ -77,27 +102,32 @@ options:
     type: str
   token:
     description:
-      - DingTalk event subscription Token. Needed, with O(aes_key), for C(callback_verification) on DingTalk.
+      - DingTalk event subscription Token, or the Token of the WeCom app's API receiving settings.
+        Needed, with O(aes_key), for C(callback_verification) on DingTalk and WeCom.
+        Only for O(platform=dingtalk) and O(platform=wecom).
     type: str
   aes_key:
     description:
-      - DingTalk event subscription C(encodingAesKey), exactly 43 characters.
+      - DingTalk event subscription C(encodingAesKey), or the WeCom app's C(EncodingAESKey), exactly
+        43 characters. Only for O(platform=dingtalk) and O(platform=wecom).
     type: str
   owner_key:
     description:
       - The key DingTalk binds encrypted events to, checked on both sides. The AppKey for internal apps,
-        the CorpId or SuiteKey for others.
+        the CorpId or SuiteKey for others. Only for O(platform=dingtalk).
       - Defaults to O(app_key).
     type: str
   webhook_url:
     description:
       - Group robot webhook URL (DingTalk C(https://oapi.dingtalk.com/robot/send?access_token=...),
-        Feishu/Lark C(https://open.feishu.cn/open-apis/bot/v2/hook/...)). Treated as a secret because the
-        access token is part of it.
+        Feishu/Lark C(https://open.feishu.cn/open-apis/bot/v2/hook/...), WeCom
+        C(https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=...)). Treated as a secret because the
+        access token (the key for WeCom) is part of it.
     type: str
   webhook_secret:
     description:
       - Signing secret of the group robot (DingTalk C(SEC...)). Without it the message is sent unsigned.
+        Not for O(platform=wecom) (WeCom robots are not signed).
     type: str
   send_test_message:
     description:
@@ -156,7 +186,8 @@ attributes:
     description: The module never changes anything (C(changed) is always false).
 notes:
   - The C(callback_tls) handshake connects directly, without a proxy.
-  - DingTalk limits a group robot to 20 messages a minute; Feishu custom bots to 100 a minute.
+  - DingTalk and WeCom limit a group robot to 20 messages a minute; Feishu custom bots to 100 a minute.
+  - The bot must accept the verification's timestamp, which is the current time of the host running the module.
 requirements:
   - cryptography
 seealso:
@@ -166,6 +197,9 @@ seealso:
   - name: Feishu event subscription
     description: Request URL verification and encrypted events.
     link: https://open.feishu.cn/document/server-docs/event-subscription-guide/event-subscription-configure-/request-url-configuration-case
+  - name: WeCom callback crypto
+    description: URL verification and encrypted callback messages of WeCom apps.
+    link: https://developer.work.weixin.qq.com/document/path/90968
 """
 
 EXAMPLES = r"""
@@ -200,6 +234,18 @@ EXAMPLES = r"""
     required_checks: [credentials]
   register: lark_check
 
+- name: Check the WeCom app, its callback and the alert group robot
+  clawbot.stack.im_app_check:
+    platform: wecom
+    corp_id: "{{ wecom_corp_id }}"
+    corp_secret: "{{ wecom_app_secret }}"
+    agent_id: 1000002
+    callback_url: https://bot.example.com/wecom/callback
+    token: "{{ wecom_callback_token }}"
+    aes_key: "{{ wecom_encoding_aes_key }}"
+    webhook_url: "{{ wecom_alert_webhook }}"
+    send_test_message: true
+
 - name: Show how long the callback certificate is still valid
   ansible.builtin.debug:
     msg: "{{ lark_check.checks.callback_tls.details.days_left }} days"
@@ -223,9 +269,12 @@ checks:
   contains:
     credentials:
       description:
-        - Token request with O(app_key) and O(app_secret). C(details.endpoint) and C(details.expires_in)
-          (seconds) for Feishu/Lark; for DingTalk C(details.oauth2) and C(details.legacy), each with
-          C(status), C(code), C(message), C(endpoint) and C(expires_in).
+        - Token request with O(app_key) and O(app_secret) (O(corp_id) and O(corp_secret) for WeCom).
+          C(details.endpoint) and C(details.expires_in) (seconds) for Feishu/Lark and WeCom; for DingTalk
+          C(details.oauth2) and C(details.legacy), each with C(status), C(code), C(message), C(endpoint)
+          and C(expires_in). For WeCom with O(agent_id), C(details.agent) with C(status), C(code), C(message)
+          and C(endpoint) of the app details request. C(code) is the platform's C(errcode) (WeCom
+          C(40001) for a wrong secret, C(40013) for an unknown CorpID).
       returned: always
       type: dict
       sample:
@@ -270,6 +319,8 @@ checks:
       description:
         - The platform's URL verification request sent to O(callback_url). C(code) is the HTTP status of
           the answer. C(details) has C(endpoint) and C(encrypted) (whether the request was encrypted).
+        - For WeCom the message says why an HTTP 200 answer is wrong (the encrypted echostr sent back, the
+          plaintext quoted or with whitespace, another plaintext).
       returned: always
       type: dict
       sample:
@@ -280,8 +331,9 @@ checks:
         details: {endpoint: "https://bot.example.com/im/feishu", encrypted: true}
     webhook:
       description:
-        - Test message sent to O(webhook_url). C(code) is DingTalk's C(errcode) or Feishu's C(code)
-          (C(StatusCode) on older hooks). C(details) has C(endpoint) (without the access token) and C(signed).
+        - Test message sent to O(webhook_url). C(code) is DingTalk's or WeCom's C(errcode) (WeCom C(93000) for
+          a wrong key) or Feishu's C(code) (C(StatusCode) on older hooks). C(details) has C(endpoint) (without
+          the access token or key) and C(signed).
       returned: always
       type: dict
       sample:
@@ -310,14 +362,31 @@ from ansible_collections.clawbot.stack.plugins.module_utils.webclient import Htt
 
 CHECKS = ("credentials", "callback_tls", "callback_verification", "webhook")
 DINGTALK = "dingtalk"
+WECOM = "wecom"
+PLATFORMS = ("dingtalk", "feishu", "lark", "wecom")
 DEFAULT_API_BASES = {
     "dingtalk": "https://api.dingtalk.com",
     "feishu": "https://open.feishu.cn",
     "lark": "https://open.larksuite.com",
+    "wecom": "https://qyapi.weixin.qq.com",
 }
-DINGTALK_ONLY_OPTIONS = ("token", "aes_key", "owner_key")
-FEISHU_ONLY_OPTIONS = ("verification_token", "encrypt_key")
-SECRET_OPTIONS = ("app_secret", "verification_token", "encrypt_key", "token", "aes_key", "webhook_url",
+DEFAULT_OAPI_BASE = "https://oapi.dingtalk.com"
+# The platforms each platform-specific option applies to; set for another platform, it is an input error.
+PLATFORM_OPTIONS = {
+    "app_key": ("dingtalk", "feishu", "lark"),
+    "app_secret": ("dingtalk", "feishu", "lark"),
+    "oapi_base": ("dingtalk",),
+    "verification_token": ("feishu", "lark"),
+    "encrypt_key": ("feishu", "lark"),
+    "token": ("dingtalk", "wecom"),
+    "aes_key": ("dingtalk", "wecom"),
+    "owner_key": ("dingtalk",),
+    "corp_id": ("wecom",),
+    "corp_secret": ("wecom",),
+    "agent_id": ("wecom",),
+    "webhook_secret": ("dingtalk", "feishu", "lark"),
+}
+SECRET_OPTIONS = ("app_secret", "corp_secret", "verification_token", "encrypt_key", "token", "aes_key", "webhook_url",
                   "webhook_secret")
 EXCERPT_CHARS = 200
 MASK = "********"
@@ -325,11 +394,14 @@ MASK = "********"
 
 def argument_spec():
     return dict(
-        platform=dict(type="str", required=True, choices=["dingtalk", "feishu", "lark"]),
+        platform=dict(type="str", required=True, choices=list(PLATFORMS)),
         app_key=dict(type="str", aliases=["app_id"], no_log=False),
         app_secret=dict(type="str", no_log=True),
+        corp_id=dict(type="str"),
+        corp_secret=dict(type="str", no_log=True),
+        agent_id=dict(type="int"),
         api_base=dict(type="str"),
-        oapi_base=dict(type="str", default="https://oapi.dingtalk.com"),
+        oapi_base=dict(type="str"),
         callback_url=dict(type="str"),
         verification_token=dict(type="str", no_log=True),
         encrypt_key=dict(type="str", no_log=True),
@@ -461,6 +533,11 @@ class Checks:
     # ----------------------------------------------------------------------- credentials
 
     def credentials(self):
+        if self.platform == WECOM:
+            missing = [name for name in ("corp_id", "corp_secret") if not self.params[name]]
+            if missing:
+                return skipped(f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not set")
+            return self._wecom_credentials()
         if not (self.params["app_key"] and self.params["app_secret"]):
             return skipped("app_key and app_secret are not set")
         if self.platform == DINGTALK:
@@ -524,6 +601,46 @@ class Checks:
             return check_result("failed", body["code"], str(body.get("msg", "")), endpoint=endpoint)
         return check_result("failed", resp.status, self.answer_text(resp), endpoint=endpoint)
 
+    def _wecom_credentials(self):
+        query = urlencode({"corpid": self.params["corp_id"], "corpsecret": self.params["corp_secret"]})
+        url = f"{self.params['api_base']}/cgi-bin/gettoken?{query}"
+        endpoint = redact_url(url)
+        try:
+            resp = self.http("GET", url)
+        except HttpFailure as exc:
+            return transport_failure(exc, endpoint=endpoint)
+        body = _dict_json(resp) or {}
+        self.remember_token(body, "access_token")
+        if not (body.get("errcode") == 0 and body.get("access_token")):
+            if "errcode" in body:
+                return check_result("failed", body["errcode"], str(body.get("errmsg", "")), endpoint=endpoint)
+            return check_result("failed", resp.status, self.answer_text(resp), endpoint=endpoint)
+        details = dict(endpoint=endpoint, expires_in=body.get("expires_in"))
+        if self.params["agent_id"] is None:
+            return check_result("ok", 0, str(body.get("errmsg", "ok")), **details)
+        agent = self._wecom_agent(body["access_token"])
+        details["agent"] = agent
+        if agent["status"] == "ok":
+            return check_result("ok", 0, f"access token issued; agent {self.params['agent_id']}: ok", **details)
+        message = f"access token issued; agent {self.params['agent_id']}: {_sub_summary(agent)}"
+        return check_result("failed", agent["code"], message, **details)
+
+    def _wecom_agent(self, access_token):
+        """GET /cgi-bin/agent/get: does the secret belong to the app ``agent_id``?"""
+        query = urlencode({"access_token": access_token, "agentid": self.params["agent_id"]})
+        url = f"{self.params['api_base']}/cgi-bin/agent/get?{query}"
+        endpoint = redact_url(url)
+        try:
+            resp = self.http("GET", url)
+        except HttpFailure as exc:
+            return _sub_result("failed", None, exc.message, endpoint)
+        body = _dict_json(resp) or {}
+        if body.get("errcode") == 0:
+            return _sub_result("ok", 0, str(body.get("errmsg", "ok")), endpoint)
+        if "errcode" in body:
+            return _sub_result("failed", body["errcode"], str(body.get("errmsg", "")), endpoint)
+        return _sub_result("failed", resp.status, self.answer_text(resp), endpoint)
+
     # ----------------------------------------------------------------------- callback TLS
 
     def callback_tls(self):
@@ -566,6 +683,11 @@ class Checks:
             if missing:
                 return skipped(f"not set: {', '.join(missing)}", endpoint=redact_url(url))
             return self._dingtalk_check_url(url)
+        if self.platform == WECOM:
+            missing = [name for name in ("token", "aes_key", "corp_id") if not self.params[name]]
+            if missing:
+                return skipped(f"not set: {', '.join(missing)}", endpoint=redact_url(url))
+            return self._wecom_url_verification(url)
         if not self.params["verification_token"]:
             return skipped("verification_token is not set", endpoint=redact_url(url))
         return self._feishu_url_verification(url)
@@ -617,6 +739,23 @@ class Checks:
             return check_result("failed", resp.status, f"{problem}: {self.answer_text(resp)}", **details)
         return check_result("ok", resp.status, "check_url answered with encrypted success", **details)
 
+    def _wecom_url_verification(self, url):
+        crypto = protocols.WeComCrypto(self.params["token"], self.params["aes_key"], self.params["corp_id"])
+        query, expected = crypto.verification_query()
+        details = dict(endpoint=redact_url(url), encrypted=True)
+        separator = "&" if "?" in url else "?"
+        try:
+            resp = self.http("GET", f"{url}{separator}{urlencode(query)}", callback=True)
+        except HttpFailure as exc:
+            return transport_failure(exc, **details)
+        if resp.status != 200:
+            message = f"callback refused the URL verification: {self.answer_text(resp)}"
+            return check_result("failed", resp.status, message, **details)
+        problem = _wecom_answer_problem(resp.body, expected, dict(query)["echostr"])
+        if problem:
+            return check_result("failed", resp.status, f"{problem}: {self.answer_text(resp)}", **details)
+        return check_result("ok", resp.status, "echostr decrypted and answered", **details)
+
     def _dingtalk_answer_problem(self, crypto, answer):
         """Why a DingTalk check_url answer is wrong, or None when it is the encrypted "success"."""
         if answer is None or not isinstance(answer.get("encrypt"), str):
@@ -645,14 +784,17 @@ class Checks:
         if self.check_mode:
             return skipped("check mode: no message sent", **details)
         if self.platform == DINGTALK:
-            return self._dingtalk_webhook(url, details)
+            return self._errcode_webhook(protocols.dingtalk_signed_webhook_url(url, self.params["webhook_secret"]),
+                                         details)
+        if self.platform == WECOM:
+            return self._errcode_webhook(url, details)
         return self._feishu_webhook(url, details)
 
-    def _dingtalk_webhook(self, url, details):
-        signed_url = protocols.dingtalk_signed_webhook_url(url, self.params["webhook_secret"])
+    def _errcode_webhook(self, url, details):
+        """DingTalk and WeCom robots: a text message, answered with ``errcode``/``errmsg``."""
         message = {"msgtype": "text", "text": {"content": self.params["test_message"]}}
         try:
-            resp = self.http("POST", signed_url, json_body=message)
+            resp = self.http("POST", url, json_body=message)
         except HttpFailure as exc:
             return transport_failure(exc, **details)
         body = _dict_json(resp) or {}
@@ -674,6 +816,18 @@ class Checks:
         text = body.get("msg", body.get("StatusMessage", ""))
         status = "ok" if code == 0 and resp.status == 200 else "failed"
         return check_result(status, code, str(text), **details)
+
+
+def _wecom_answer_problem(body, message, echostr):
+    """Why a WeCom URL verification answer is not the bare decrypted ``message``, or None."""
+    if body == message.encode("utf-8"):
+        return None
+    text = body.decode("utf-8", "replace")
+    if text.strip() == echostr:
+        return "the answer is the encrypted echostr, not its decrypted message"
+    if text.lstrip("\ufeff").strip().strip('"') == message:
+        return "the answer carries the decrypted message with quotes, whitespace or a BOM; WeCom needs it bare"
+    return "the answer is not the decrypted echostr message"
 
 
 def _sub_summary(sub):
@@ -711,15 +865,18 @@ def _http_url_problem(name, value, secret=False):
 def input_problem(params):
     """The first thing wrong with the options, naming the option, or None."""
     platform = params["platform"]
-    wrong = [name for name in (FEISHU_ONLY_OPTIONS if platform == DINGTALK else DINGTALK_ONLY_OPTIONS)
-             if params[name] is not None]
+    wrong = [name for name, platforms in PLATFORM_OPTIONS.items()
+             if params[name] is not None and platform not in platforms]
     if wrong:
         return f"{', '.join(wrong)}: not an option for platform {platform}"
-    if platform == DINGTALK and params["aes_key"] is not None:
+    if params["aes_key"] is not None:
+        decode = protocols.decode_wecom_aes_key if platform == WECOM else protocols.decode_dingtalk_aes_key
         try:
-            protocols.decode_dingtalk_aes_key(params["aes_key"])
+            decode(params["aes_key"])
         except ValueError as exc:
             return str(exc)
+    if params["agent_id"] is not None and params["agent_id"] <= 0:
+        return "agent_id must be a positive integer (the app's AgentId)"
     for name in ("api_base", "oapi_base", "callback_url", "webhook_url"):
         if params[name] is not None:
             problem = _http_url_problem(name, params[name], secret=name in SECRET_OPTIONS)
@@ -740,7 +897,7 @@ def resolved_params(params):
     """``params`` with the platform-dependent defaults filled in."""
     resolved = dict(params)
     resolved["api_base"] = (params["api_base"] or DEFAULT_API_BASES[params["platform"]]).rstrip("/")
-    resolved["oapi_base"] = params["oapi_base"].rstrip("/")
+    resolved["oapi_base"] = (params["oapi_base"] or DEFAULT_OAPI_BASE).rstrip("/")
     resolved["owner_key"] = params["owner_key"] or params["app_key"]
     return resolved
 

@@ -30,6 +30,15 @@ def test_feishu_published_vector():
     assert p.feishu_decrypt(v["encrypt_key"], v["encrypt"]) == v["plaintext"]
 
 
+def test_wecom_published_vectors():
+    v = VECTORS["wecom"]
+    crypto = p.WeComCrypto(v["token"], v["aes_key"], v["corp_id"])
+    for name, field in (("url_verification", "echostr"), ("message", "encrypt")):
+        case = v[name]
+        crypto.verify_signature(case["msg_signature"], case["timestamp"], case["nonce"], case[field])
+        assert crypto.decrypt(case[field]) == case["plaintext"]
+
+
 def test_signatures_pinned_from_the_docs():
     r = VECTORS["dingtalk_robot_sign"]
     assert p.dingtalk_webhook_sign(r["secret"], r["timestamp"]) == r["sign"]

@@ -6,13 +6,16 @@ import base64
 import hashlib
 import hmac
 import json
+import re
 import struct
+import time
 from urllib.parse import parse_qsl, unquote_plus, urlsplit
 
 import pytest
 from ansible_collections.clawbot.stack.plugins.module_utils import im_protocols as p
 from ansible_collections.clawbot.stack.tests.fakes import dingtalk as fake_dingtalk
 from ansible_collections.clawbot.stack.tests.fakes import feishu as fake_feishu
+from ansible_collections.clawbot.stack.tests.fakes import wecom as fake_wecom
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 # Published vector of the official DingTalk-Callback-Crypto repository (see the protocol notes).
@@ -332,3 +335,97 @@ def test_random_nonce() -> None:
     nonces = {p.random_nonce() for dummy in range(20)}
     assert len(nonces) == 20
     assert all(len(nonce) == 16 and nonce.isalnum() for nonce in nonces)
+
+
+# --------------------------------------------------------------------------- WeCom callback crypto
+
+# Official vectors of the WeCom callback crypto docs / WXBizMsgCrypt samples (tests/fixtures/contracts/im_vectors.json).
+WC_TOKEN = "QDG6eK"
+WC_AES_KEY = "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C"
+WC_CORP_ID = "wx5823bf96d3bd56c7"
+WC_ECHOSTR = "P9nAzCzyDtyTWESHep1vC5X9xho/qYX3Zpb4yKa9SKld1DsH3Iyt3tP3zNdtp+4RPcs8TgAE7OaBO+FZXvnaqQ=="
+WC_MSG_ENCRYPT = (
+    "RypEvHKD8QQKFhvQ6QleEB4J58tiPdvo+rtK1I9qca6aM/wvqnLSV5zEPeusUiX5L5X/0lWfrf0QADHHhGd3QczcdCUpj911L3vg3W/sYYvu"
+    "JTs3TUUkSUXxaccAS0qhxchrRYt66wiSpGLYL42aM6A8dTT+6k4aSknmPj48kzJs8qLjvd4Xgpue06DOdnLxAUHzM6+kDZ+HMZfJYuR+LtwG"
+    "c2hgf5gsijff0ekUNXZiqATP7PF5mZxZ3Izoun1s4zG4LUMnvw2r+KqCKIw+3IQH03v+BCA9nMELNqbSf6tiWSrXJB3LAVGUcallcrw8V2t9"
+    "EL4EhzJWrQUax5wLVMNS0+rUPA3k22Ncx4XXZS9o0MBH27Bo6BpNelZpS+/uh9KsNlY6bHCmJU9p8g7m3fVKn28H3KDYA5Pl/T8Z1ptDAVe0"
+    "lXdQ2YoyyH2uyPIGHBZZIs2pDBS8R07+qN+E7Q==")
+
+
+@pytest.fixture
+def wecom_crypto() -> p.WeComCrypto:
+    return p.WeComCrypto(WC_TOKEN, WC_AES_KEY, WC_CORP_ID)
+
+
+def test_wecom_official_url_verification_vector(wecom_crypto: p.WeComCrypto) -> None:
+    assert wecom_crypto.signature("1409659589", "263014780", WC_ECHOSTR) == "5c45ff5e21c57e6ad56bac8758b79b1d9ac89fd3"
+    wecom_crypto.verify_signature("5c45ff5e21c57e6ad56bac8758b79b1d9ac89fd3", "1409659589", "263014780", WC_ECHOSTR)
+    assert wecom_crypto.decrypt(WC_ECHOSTR) == "1616140317555161061"
+
+
+def test_wecom_official_message_vector(wecom_crypto: p.WeComCrypto) -> None:
+    wecom_crypto.verify_signature("477715d11cdb4164915debcba66cb864d751f3e6", "1409659813", "1372623149",
+                                  WC_MSG_ENCRYPT)
+    message = wecom_crypto.decrypt(WC_MSG_ENCRYPT)
+    assert message.startswith("<xml><ToUserName><![CDATA[wx5823bf96d3bd56c7]]></ToUserName>")
+    assert "<FromUserName><![CDATA[mycreate]]></FromUserName>" in message
+    assert "<Content><![CDATA[hello]]></Content>" in message
+    assert "<MsgId>4561255354251345929</MsgId>" in message and "<AgentID>218</AgentID>" in message
+
+
+def test_wecom_vector_uses_32_byte_padding() -> None:
+    key = base64.b64decode(WC_AES_KEY + "=")
+    decryptor = Cipher(algorithms.AES(key), modes.CBC(key[:16])).decryptor()
+    padded = decryptor.update(base64.b64decode(WC_MSG_ENCRYPT)) + decryptor.finalize()
+    assert padded[-1] == 30 and padded[-30:] == bytes([30]) * 30  # more than one AES block of padding
+
+
+@pytest.mark.parametrize("message", ["1616140317555161061", "", "企业微信 ünïcode", "<xml/>" * 300])
+def test_wecom_round_trip_and_fake_agrees(wecom_crypto: p.WeComCrypto, message: str) -> None:
+    encrypted = wecom_crypto.encrypt(message)
+    assert wecom_crypto.decrypt(encrypted) == message
+    fake = fake_wecom.WeComCipher(WC_TOKEN, WC_AES_KEY, WC_CORP_ID)
+    assert fake.decrypt(encrypted) == (message, WC_CORP_ID.encode())
+    assert wecom_crypto.decrypt(fake.encrypt(message)) == message
+
+
+def test_wecom_receive_id_mismatch_and_tampering(wecom_crypto: p.WeComCrypto) -> None:
+    other = p.WeComCrypto(WC_TOKEN, WC_AES_KEY, "ww-another-corp")
+    with pytest.raises(p.OwnerKeyMismatch, match="corp_id"):
+        other.decrypt(WC_ECHOSTR)
+    with pytest.raises(p.SignatureMismatch):
+        wecom_crypto.verify_signature("5c45ff5e21c57e6ad56bac8758b79b1d9ac89fd3", "1409659590", "263014780",
+                                      WC_ECHOSTR)
+    with pytest.raises(p.MalformedCiphertext):
+        wecom_crypto.decrypt(WC_ECHOSTR[:-8] + "AAAAAA==")
+
+
+def test_wecom_verification_query(wecom_crypto: p.WeComCrypto) -> None:
+    before = int(time.time())
+    query, message = wecom_crypto.verification_query()
+    fields = dict(query)
+    assert [name for name, dummy in query] == ["msg_signature", "timestamp", "nonce", "echostr"]
+    assert before <= int(fields["timestamp"]) <= int(time.time())  # seconds
+    assert fields["nonce"].isdigit() and message.isdigit() and len(message) == 19
+    fake = fake_wecom.WeComCipher(WC_TOKEN, WC_AES_KEY, WC_CORP_ID)
+    assert fake.signature(fields["timestamp"], fields["nonce"], fields["echostr"]) == fields["msg_signature"]
+    assert fake.decrypt(fields["echostr"]) == (message, WC_CORP_ID.encode())
+    assert wecom_crypto.verification_query()[1] != message
+    pinned, pinned_message = wecom_crypto.verification_query("42", timestamp=1409659589, nonce=263014780)
+    assert pinned_message == "42" and dict(pinned)["timestamp"] == "1409659589" and dict(pinned)["nonce"] == "263014780"
+
+
+@pytest.mark.parametrize(("aes_key", "message"), [
+    ("x" * 42, "aes_key must be exactly 43 characters (the WeCom EncodingAESKey)"),
+    ("!" * 43, "aes_key is not a base64 EncodingAESKey"),
+])
+def test_wecom_aes_key_validation(aes_key: str, message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        p.WeComCrypto(WC_TOKEN, aes_key, WC_CORP_ID)
+
+
+def test_wecom_crypto_needs_token_and_corp_id() -> None:
+    with pytest.raises(ValueError, match="token"):
+        p.WeComCrypto("", WC_AES_KEY, WC_CORP_ID)
+    with pytest.raises(ValueError, match="corp_id"):
+        p.WeComCrypto(WC_TOKEN, WC_AES_KEY, "")

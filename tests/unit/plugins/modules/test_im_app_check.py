@@ -7,6 +7,7 @@ secret value and every access token the fakes issue.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 from typing import Any
 from unittest import mock
@@ -17,7 +18,7 @@ from ansible.module_utils import _internal as module_utils_internal
 from ansible.module_utils import basic
 from ansible_collections.clawbot.stack.plugins.module_utils import im_protocols
 from ansible_collections.clawbot.stack.plugins.modules import im_app_check
-from ansible_collections.clawbot.stack.tests.fakes import dingtalk, feishu
+from ansible_collections.clawbot.stack.tests.fakes import dingtalk, feishu, wecom
 from ansible_collections.clawbot.stack.tests.fakes.dingtalk import DingTalkCallback, FakeDingTalk
 from ansible_collections.clawbot.stack.tests.fakes.feishu import FakeFeishu, FeishuCallback
 from ansible_collections.clawbot.stack.tests.fakes.httpd import (
@@ -30,6 +31,7 @@ from ansible_collections.clawbot.stack.tests.fakes.httpd import (
     text_response,
 )
 from ansible_collections.clawbot.stack.tests.fakes.pki import EXPIRING_SOON_DAYS, Pki, make_pki
+from ansible_collections.clawbot.stack.tests.fakes.wecom import FakeWeCom, WeComCallback
 
 # DingTalk app
 DT_APP_KEY = "dingappkey7x1q2w3e4r"
@@ -49,11 +51,19 @@ FS_ENCRYPT_KEY = "fs-encrypt-key-Rt5Vb1Gh"
 FS_HOOK_TOKEN = "fs-hook-token-0f9e8d7c-6b5a"
 FS_HOOK_SECRET = "fs-hook-secret-Yu2Io3Pq"
 FS_TENANT_TOKEN = "t-fs-issued-tenant-token-XX73"
+# WeCom app
+WC_CORP_ID = "ww7c1a2b3c4d5e6f70"
+WC_CORP_SECRET = "wc-corp-secret-Hn3Jk5Lm7Pq9Rs1Tu"
+WC_AGENT_ID = 1000002
+WC_CALLBACK_TOKEN = "wc-callback-token-Vw2Xy4"
+WC_AES_KEY = "Qm9zY2FsbGJhY2tBZXNLZXkwMTIzNDU2Nzg5YWJjZGV"
+WC_ROBOT_KEY = "693a91f6-7xxx-4bc4-97a0-0ec2sifa5aaa"
+WC_ISSUED_TOKEN = "wc-issued-access-token-WW64"
 
 SECRETS = (DT_APP_SECRET, DT_EVENT_TOKEN, DT_AES_KEY, DT_ROBOT_TOKEN, DT_ROBOT_SECRET, DT_OAUTH2_TOKEN,
            DT_LEGACY_TOKEN, FS_APP_SECRET, FS_VERIFICATION_TOKEN, FS_ENCRYPT_KEY, FS_HOOK_TOKEN, FS_HOOK_SECRET,
-           FS_TENANT_TOKEN)
-SECRET_OPTIONS = {"app_secret", "verification_token", "encrypt_key", "token", "aes_key", "webhook_url",
+           FS_TENANT_TOKEN, WC_CORP_SECRET, WC_CALLBACK_TOKEN, WC_AES_KEY, WC_ROBOT_KEY, WC_ISSUED_TOKEN)
+SECRET_OPTIONS = {"app_secret", "corp_secret", "verification_token", "encrypt_key", "token", "aes_key", "webhook_url",
                   "webhook_secret"}
 
 
@@ -333,6 +343,7 @@ def test_without_retries_a_503_is_reported_with_the_http_status(dingtalk_api: Fa
     ("feishu", None, "https://open.feishu.cn"),
     ("lark", None, "https://open.larksuite.com"),
     ("lark", "http://127.0.0.1:9/", "http://127.0.0.1:9"),
+    ("wecom", None, "https://qyapi.weixin.qq.com"),
 ])
 def test_api_base_defaults_depend_on_platform(platform: str, api_base: str | None, expected: str) -> None:
     params = {"platform": platform, "api_base": api_base, "oapi_base": "https://oapi.dingtalk.com/",
@@ -810,6 +821,257 @@ def test_everything_passes_for_a_good_feishu_app(feishu_api: FakeServer, pki: Pk
     assert outcome.result["failed_checks"] == []
 
 
+# --------------------------------------------------------------------------- WeCom
+
+
+@pytest.fixture
+def wecom_api():
+    app = FakeWeCom(WC_ROBOT_KEY, corp_id=WC_CORP_ID, corp_secret=WC_CORP_SECRET, agent_id=WC_AGENT_ID,
+                    access_token=WC_ISSUED_TOKEN)
+    with FakeServer(app) as server:
+        yield server
+
+
+def wecom_args(api: FakeServer, **extra: Any) -> dict[str, Any]:
+    args = {"platform": "wecom", "corp_id": WC_CORP_ID, "corp_secret": WC_CORP_SECRET, "api_base": api.base_url}
+    args.update(only("credentials"))
+    args.update(extra)
+    return args
+
+
+def wecom_callback_args(server: FakeServer, pki: Pki, **extra: Any) -> dict[str, Any]:
+    args = {"platform": "wecom", "corp_id": WC_CORP_ID, "callback_url": f"{server.base_url}/wecom/callback",
+            "token": WC_CALLBACK_TOKEN, "aes_key": WC_AES_KEY, "ca_path": str(pki.ca_bundle)}
+    args.update(only("callback_tls", "callback_verification"))
+    args.update(extra)
+    return args
+
+
+def wecom_webhook_args(api: FakeServer, **extra: Any) -> dict[str, Any]:
+    args = {"platform": "wecom", "webhook_url": f"{api.base_url}/cgi-bin/webhook/send?key={WC_ROBOT_KEY}",
+            "send_test_message": True, **only("webhook")}
+    args.update(extra)
+    return args
+
+
+def test_wecom_good_credentials(wecom_api: FakeServer) -> None:
+    outcome = run(wecom_args(wecom_api))
+
+    check = outcome.check("credentials")
+    assert not outcome.failed
+    assert (check["status"], check["code"], check["message"]) == ("ok", 0, "ok")
+    assert check["details"] == {"endpoint": f"{wecom_api.base_url}/cgi-bin/gettoken?...", "expires_in": 7200}
+    (call,) = wecom_api.calls("/cgi-bin/gettoken")
+    assert (call.method, call.query) == ("GET", {"corpid": WC_CORP_ID, "corpsecret": WC_CORP_SECRET})
+    assert wecom_api.app.token_requests.items() == [{"corpid": WC_CORP_ID, "errcode": 0}]
+    assert outcome.result["platform"] == "wecom"
+
+
+def test_wecom_wrong_secret_reports_40001(wecom_api: FakeServer) -> None:
+    outcome = run(wecom_args(wecom_api, corp_secret="wc-wrong-secret-0000"))
+
+    check = outcome.check("credentials")
+    assert outcome.failed
+    assert (check["status"], check["code"], check["message"]) == ("failed", 40001, wecom.INVALID_CREDENTIAL)
+    assert check["details"] == {"endpoint": f"{wecom_api.base_url}/cgi-bin/gettoken?..."}
+    assert outcome.result["msg"].startswith("required checks failed: credentials (code 40001: invalid credential")
+    assert_no_secrets(outcome, ("wc-wrong-secret-0000",))
+
+
+def test_wecom_unknown_corp_id_reports_40013(wecom_api: FakeServer) -> None:
+    outcome = run(wecom_args(wecom_api, corp_id="ww0000000000000000"))
+
+    check = outcome.check("credentials")
+    assert (check["status"], check["code"], check["message"]) == ("failed", 40013, wecom.INVALID_CORPID)
+
+
+def test_wecom_agent_id_is_checked_with_the_token(wecom_api: FakeServer) -> None:
+    good = run(wecom_args(wecom_api, agent_id=WC_AGENT_ID))
+    wrong = run(wecom_args(wecom_api, agent_id=1000099))
+
+    check = good.check("credentials")
+    assert not good.failed
+    assert (check["status"], check["message"]) == ("ok", f"access token issued; agent {WC_AGENT_ID}: ok")
+    assert check["details"]["agent"] == {"status": "ok", "code": 0, "message": "ok",
+                                         "endpoint": f"{wecom_api.base_url}/cgi-bin/agent/get?..."}
+    calls = wecom_api.calls("/cgi-bin/agent/get")
+    assert [c.query for c in calls] == [{"access_token": WC_ISSUED_TOKEN, "agentid": str(WC_AGENT_ID)},
+                                        {"access_token": WC_ISSUED_TOKEN, "agentid": "1000099"}]
+    check = wrong.check("credentials")
+    assert wrong.failed
+    assert (check["status"], check["code"]) == ("failed", 40056)
+    assert check["message"] == f"access token issued; agent 1000099: 40056 {wecom.INVALID_AGENTID}"
+    assert check["details"]["expires_in"] == 7200
+
+
+def test_wecom_revoked_token_on_agent_get_is_reported(wecom_api: FakeServer) -> None:
+    """The platform answer to the second request is reported as such (here: a token revoked meanwhile)."""
+    fake = wecom_api.app
+
+    def revoking(request: Request) -> Response:
+        if request.path == "/cgi-bin/agent/get":
+            fake.revoke_all_tokens()
+        return fake(request)
+
+    wecom_api.app = revoking
+    outcome = run(wecom_args(wecom_api, agent_id=WC_AGENT_ID))
+
+    check = outcome.check("credentials")
+    assert (check["status"], check["code"]) == ("failed", 40014)
+    assert check["details"]["agent"]["message"] == "invalid access_token"
+
+
+def test_wecom_credentials_skipped_without_the_secret() -> None:
+    outcome = run({"platform": "wecom", "corp_id": WC_CORP_ID, **only("credentials")})
+
+    check = outcome.check("credentials")
+    assert not outcome.failed
+    assert (check["status"], check["message"]) == ("skipped", "corp_secret is not set")
+    both = run({"platform": "wecom", **only("credentials")}).check("credentials")
+    assert both["message"] == "corp_id and corp_secret are not set"
+
+
+def test_wecom_resolved_defaults() -> None:
+    params = {"platform": "wecom", "api_base": None, "oapi_base": None, "owner_key": None, "app_key": None}
+    resolved = im_app_check.resolved_params(params)
+    assert resolved["api_base"] == "https://qyapi.weixin.qq.com"
+    assert resolved["oapi_base"] == "https://oapi.dingtalk.com"
+
+
+def test_wecom_callback_verification_passes_for_a_correct_callback(pki: Pki) -> None:
+    callback = WeComCallback(WC_CALLBACK_TOKEN, WC_AES_KEY, WC_CORP_ID)
+    with callback_server(pki, callback) as server:
+        before = int(time.time())
+        outcome = run(wecom_callback_args(server, pki))
+        after = int(time.time())
+
+    check = outcome.check("callback_verification")
+    assert not outcome.failed
+    assert (check["status"], check["code"], check["message"]) == ("ok", 200, "echostr decrypted and answered")
+    assert check["details"] == {"endpoint": f"{server.base_url}/wecom/callback", "encrypted": True}
+    assert outcome.check("callback_tls")["status"] == "ok"
+    (request,) = [r for r in server.requests if r.path == "/wecom/callback"]
+    assert request.method == "GET" and request.body == b""
+    assert set(request.query) == {"msg_signature", "timestamp", "nonce", "echostr"}
+    assert before <= int(request.query["timestamp"]) <= after  # seconds, not milliseconds
+    assert request.query["nonce"].isdigit()
+    # checked independently of the module: the fake's cipher verifies and decrypts what was sent
+    cipher = wecom.WeComCipher(WC_CALLBACK_TOKEN, WC_AES_KEY, WC_CORP_ID)
+    q = request.query
+    assert cipher.signature(q["timestamp"], q["nonce"], q["echostr"]) == q["msg_signature"]
+    message, receive_id = cipher.decrypt(q["echostr"])
+    assert receive_id == WC_CORP_ID.encode()
+    assert callback.verifications.items() == [message]
+    assert message.isdigit() and len(message) == 19
+
+
+def test_wecom_callback_messages_are_random(pki: Pki) -> None:
+    callback = WeComCallback(WC_CALLBACK_TOKEN, WC_AES_KEY, WC_CORP_ID)
+    with callback_server(pki, callback) as server:
+        run(wecom_callback_args(server, pki))
+        run(wecom_callback_args(server, pki))
+        nonces = {r.query["nonce"] for r in server.requests if r.path == "/wecom/callback"}
+
+    first, second = callback.verifications.items()
+    assert first != second and len(nonces) == 2
+
+
+@pytest.mark.parametrize(("mode", "code", "message"), [
+    ("bad_signature", 401, 'callback refused the URL verification: HTTP 401: {"error": {"code": "invalid_signature"'),
+    ("wrong_plaintext", 200, "the answer is not the decrypted echostr message: HTTP 200: "),
+    ("echo_ciphertext", 200, "the answer is the encrypted echostr, not its decrypted message: HTTP 200: "),
+    ("quoted", 200, "the answer carries the decrypted message with quotes, whitespace or a BOM; WeCom needs it bare"),
+    ("trailing_newline", 200, "the answer carries the decrypted message with quotes, whitespace or a BOM"),
+])
+def test_wecom_callback_verification_failures(pki: Pki, mode: str, code: int, message: str) -> None:
+    with callback_server(pki, WeComCallback(WC_CALLBACK_TOKEN, WC_AES_KEY, WC_CORP_ID, mode)) as server:
+        outcome = run(wecom_callback_args(server, pki))
+
+    check = outcome.check("callback_verification")
+    assert outcome.failed
+    assert (check["status"], check["code"]) == ("failed", code)
+    assert check["message"].startswith(message)
+    assert outcome.result["failed_checks"] == ["callback_verification"]
+
+
+def test_wecom_callback_of_another_corp_rejects_the_event(pki: Pki) -> None:
+    with callback_server(pki, WeComCallback(WC_CALLBACK_TOKEN, WC_AES_KEY, "ww-another-corp")) as server:
+        outcome = run(wecom_callback_args(server, pki))
+
+    check = outcome.check("callback_verification")
+    assert (check["status"], check["code"]) == ("failed", 400)
+    assert '"invalid_event"' in check["message"]
+
+
+def test_wecom_callback_verification_skipped_without_its_options(pki: Pki) -> None:
+    with callback_server(pki, WeComCallback(WC_CALLBACK_TOKEN, WC_AES_KEY, WC_CORP_ID)) as server:
+        outcome = run(wecom_callback_args(server, pki, token=None, aes_key=None, corp_id=None))
+
+    check = outcome.check("callback_verification")
+    assert (check["status"], check["message"]) == ("skipped", "not set: token, aes_key, corp_id")
+    assert outcome.check("callback_tls")["status"] == "ok"
+
+
+def test_wecom_webhook_sends_a_text_message(wecom_api: FakeServer) -> None:
+    outcome = run(wecom_webhook_args(wecom_api, test_message="企业微信 test"))
+
+    check = outcome.check("webhook")
+    assert not outcome.failed
+    assert (check["status"], check["code"], check["message"]) == ("ok", 0, "ok")
+    assert check["details"] == {"endpoint": f"{wecom_api.base_url}/cgi-bin/webhook/send?...", "signed": False}
+    assert wecom_api.app.robot_messages.items() == [{"msgtype": "text", "text": {"content": "企业微信 test"}}]
+
+
+def test_wecom_webhook_bad_key_is_93000(wecom_api: FakeServer) -> None:
+    bad_key = "00000000-0000-0000-0000-000000000000"
+    outcome = run(wecom_webhook_args(wecom_api, webhook_url=f"{wecom_api.base_url}/cgi-bin/webhook/send?key={bad_key}"))
+
+    check = outcome.check("webhook")
+    assert outcome.failed
+    assert (check["status"], check["code"], check["message"]) == ("failed", 93000, wecom.INVALID_KEY)
+    assert "93000" in outcome.result["msg"]
+    assert_no_secrets(outcome, (bad_key,))
+
+
+def test_wecom_webhook_skipped_unless_asked(wecom_api: FakeServer) -> None:
+    outcome = run(wecom_webhook_args(wecom_api, send_test_message=False))
+
+    assert (outcome.check("webhook")["status"], outcome.check("webhook")["message"]) == \
+        ("skipped", "send_test_message is false")
+    assert wecom_api.requests == []
+
+
+def test_wecom_check_mode_runs_the_read_only_checks(wecom_api: FakeServer, pki: Pki) -> None:
+    callback = WeComCallback(WC_CALLBACK_TOKEN, WC_AES_KEY, WC_CORP_ID)
+    with callback_server(pki, callback) as server:
+        args = wecom_webhook_args(wecom_api, corp_id=WC_CORP_ID, corp_secret=WC_CORP_SECRET,
+                                  api_base=wecom_api.base_url, callback_url=f"{server.base_url}/wecom/callback",
+                                  token=WC_CALLBACK_TOKEN, aes_key=WC_AES_KEY, ca_path=str(pki.ca_bundle),
+                                  required_checks=list(im_app_check.CHECKS))
+        outcome = run(args, check_mode=True)
+
+    assert not outcome.failed
+    assert {name: check["status"] for name, check in outcome.checks.items()} == {
+        "credentials": "ok", "callback_tls": "ok", "callback_verification": "ok", "webhook": "skipped"}
+    assert outcome.check("webhook")["message"] == "check mode: no message sent"
+    assert wecom_api.app.robot_messages.items() == []
+    assert len(callback.verifications) == 1
+
+
+def test_everything_passes_for_a_good_wecom_app(wecom_api: FakeServer, pki: Pki) -> None:
+    callback = WeComCallback(WC_CALLBACK_TOKEN, WC_AES_KEY, WC_CORP_ID)
+    with callback_server(pki, callback) as server:
+        args = wecom_webhook_args(wecom_api, corp_id=WC_CORP_ID, corp_secret=WC_CORP_SECRET, agent_id=WC_AGENT_ID,
+                                  api_base=wecom_api.base_url, callback_url=f"{server.base_url}/wecom/callback",
+                                  token=WC_CALLBACK_TOKEN, aes_key=WC_AES_KEY, ca_path=str(pki.ca_bundle),
+                                  required_checks=list(im_app_check.CHECKS))
+        outcome = run(args)
+
+    assert not outcome.failed
+    assert {name: check["status"] for name, check in outcome.checks.items()} == dict.fromkeys(im_app_check.CHECKS, "ok")
+    assert outcome.warnings == []
+
+
 # --------------------------------------------------------------------------- bad input
 
 
@@ -818,7 +1080,26 @@ def test_everything_passes_for_a_good_feishu_app(feishu_api: FakeServer, pki: Pk
      "aes_key must be exactly 43 characters"),
     ({"platform": "dingtalk", "token": DT_EVENT_TOKEN, "aes_key": "!" * 43}, "aes_key is not a base64"),
     ({}, "missing required arguments: platform"),
-    ({"platform": "wecom"}, "platform"),
+    ({"platform": "slack"}, "platform"),
+    ({"platform": "wecom", "app_key": WC_CORP_ID, "app_secret": WC_CORP_SECRET},
+     "app_key, app_secret: not an option for platform wecom"),
+    ({"platform": "wecom", "owner_key": WC_CORP_ID}, "owner_key: not an option for platform wecom"),
+    ({"platform": "wecom", "verification_token": FS_VERIFICATION_TOKEN, "encrypt_key": FS_ENCRYPT_KEY},
+     "verification_token, encrypt_key: not an option for platform wecom"),
+    ({"platform": "wecom", "oapi_base": "https://oapi.dingtalk.com"}, "oapi_base: not an option for platform wecom"),
+    ({"platform": "wecom", "webhook_url": "https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=k",
+      "webhook_secret": "SECx"}, "webhook_secret: not an option for platform wecom"),
+    ({"platform": "feishu", "corp_id": WC_CORP_ID}, "corp_id: not an option for platform feishu"),
+    ({"platform": "dingtalk", "corp_secret": WC_CORP_SECRET, "agent_id": 1},
+     "corp_secret, agent_id: not an option for platform dingtalk"),
+    ({"platform": "wecom", "token": WC_CALLBACK_TOKEN, "aes_key": WC_AES_KEY[:-1]},
+     "aes_key must be exactly 43 characters (the WeCom EncodingAESKey)"),
+    ({"platform": "wecom", "token": WC_CALLBACK_TOKEN, "aes_key": "!" * 43},
+     "aes_key is not a base64 EncodingAESKey"),
+    ({"platform": "wecom", "agent_id": 0}, "agent_id must be a positive integer"),
+    ({"platform": "wecom", "agent_id": "app"}, "agent_id"),
+    ({"platform": "wecom", "token": WC_CALLBACK_TOKEN}, "parameters are required together: token, aes_key"),
+    ({"platform": "wecom", "api_base": "qyapi.weixin.qq.com"}, "api_base must be an http"),
     ({"platform": "feishu", "token": DT_EVENT_TOKEN, "aes_key": DT_AES_KEY},
      "token, aes_key: not an option for platform feishu"),
     ({"platform": "lark", "owner_key": DT_CORP_ID}, "owner_key: not an option for platform lark"),
