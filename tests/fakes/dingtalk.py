@@ -150,11 +150,13 @@ class FakeDingTalk:
         body = _robot_message(request.json())
         if body is None:
             return json_response({"errcode": 40035, "errmsg": MISSING_JSON})
+        at = body.get("at") if isinstance(body.get("at"), dict) else {}
+        record = {"session": session, "msgtype": body["msgtype"], "at": at.get("atUserIds") or []}
         if body["msgtype"] == "text":
-            self.session_messages.add({"session": session, "text": body["text"]["content"]})
+            record["text"] = body["text"]["content"]
         else:
-            self.session_messages.add({"session": session, "title": body["markdown"]["title"],
-                                       "text": body["markdown"]["text"]})
+            record.update(title=body["markdown"]["title"], text=body["markdown"]["text"])
+        self.session_messages.add(record)
         return json_response({"errcode": 0, "errmsg": "ok"})
 
 

@@ -56,6 +56,43 @@ def decrypt(encrypt_key: str, encrypt: str) -> str:
     return (unpadder.update(padded) + unpadder.finalize()).decode()
 
 
+CONTENT_MAX_BYTES = {"text": 150 * 1024, "interactive": 30 * 1024}
+"""Feishu "Send message": a text message's content up to 150 KB, a card's up to 30 KB."""
+
+
+def _reply_content(msg_type: object, raw: object) -> tuple[str | None, dict[str, Any] | None]:
+    """``(text, card)`` of a reply Feishu accepts: the text of a ``text`` message, or for an
+    ``interactive`` card (JSON 1.0 ``elements`` or 2.0 ``body.elements``) the contents of its
+    ``markdown``/``div`` elements joined by blank lines, with the card itself. ``(None, None)``
+    for anything else."""
+    try:
+        content = json.loads(raw) if isinstance(raw, str) else None
+    except ValueError:
+        return None, None
+    if not isinstance(content, dict):
+        return None, None
+    if msg_type == "text":
+        text = content.get("text")
+        return (text, None) if isinstance(text, str) else (None, None)
+    if msg_type != "interactive":
+        return None, None
+    body = content.get("body")
+    elements = body.get("elements") if isinstance(body, dict) else content.get("elements")
+    if not isinstance(elements, list) or not elements:
+        return None, None
+    texts = []
+    for element in elements:
+        if not isinstance(element, dict) or not isinstance(element.get("tag"), str):
+            return None, None
+        inner = element.get("text") if element["tag"] == "div" else element
+        value = inner.get("content") if isinstance(inner, dict) else None
+        if element["tag"] in ("markdown", "div") and not isinstance(value, str):
+            return None, None
+        if isinstance(value, str):
+            texts.append(value)
+    return "\n\n".join(texts), content
+
+
 class FakeFeishu:
     """Feishu's Open API (tenant token, message reply) and custom bot webhooks.
 
@@ -140,20 +177,19 @@ class FakeFeishu:
         if throttled:
             return json_response({"code": 99991400, "msg": "request trigger frequency limit"}, 429)
         body = request.json()
-        text = None
-        if isinstance(body, dict) and body.get("msg_type") == "text" and isinstance(body.get("content"), str):
-            try:
-                content = json.loads(body["content"])
-            except ValueError:
-                content = None
-            if isinstance(content, dict) and isinstance(content.get("text"), str):
-                text = content["text"]
+        msg_type = body.get("msg_type") if isinstance(body, dict) else None
+        raw = body.get("content") if isinstance(body, dict) else None
+        if isinstance(raw, str) and len(raw.encode("utf-8")) > CONTENT_MAX_BYTES.get(str(msg_type), 0):
+            self.rejected_replies.add({"message_id": message_id, "reason": "too long"})
+            return json_response({"code": 230025, "msg": "The length of the message content reaches its limit."}, 400)
+        text, card = _reply_content(msg_type, raw)
         if text is None:
             self.rejected_replies.add({"message_id": message_id, "reason": "content"})
             return json_response({"code": 230001, "msg": "invalid message content"}, 400)
-        self.replies.add({"message_id": message_id, "text": text, "token": token})
+        self.replies.add({"message_id": message_id, "msg_type": msg_type, "text": text, "card": card,
+                          "token": token})
         return json_response({"code": 0, "msg": "success",
-                              "data": {"message_id": f"om_reply_{message_id}", "msg_type": "text"}})
+                              "data": {"message_id": f"om_reply_{message_id}", "msg_type": msg_type}})
 
     def _hook(self, request: Request, token: str) -> Response:
         if token != self.hook_token:

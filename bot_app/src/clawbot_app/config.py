@@ -299,6 +299,40 @@ class FeishuSettings(_Section):
     api_base: str = "https://open.feishu.cn"
 
 
+class WeComSettings(_Section):
+    """A WeCom (企业微信) self-built app: callbacks in, replies through the app message API."""
+
+    corp_id: str | None = None
+    corp_secret: SecretStr | None = None
+    agent_id: int | None = Field(None, ge=0)
+    token: SecretStr | None = None
+    encoding_aes_key: SecretStr | None = None
+    api_base: str = "https://qyapi.weixin.qq.com"
+
+    @field_validator("encoding_aes_key")
+    @classmethod
+    def _aes_len(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and v.get_secret_value() and len(v.get_secret_value()) != 43:
+            raise ValueError("must be 43 characters (WeCom EncodingAESKey)")
+        return v
+
+
+class ReplyFormatSettings(_Section):
+    """How answers are sent per platform: rendered markdown (a card on Feishu) or plain text."""
+
+    dingtalk: Literal["markdown", "text"] = "markdown"
+    feishu: Literal["card", "text"] = "card"
+    wecom: Literal["markdown", "text"] = "markdown"
+
+
+class ImSettings(_Section):
+    reply_format: ReplyFormatSettings = Field(default_factory=ReplyFormatSettings)
+    # Language of the bot's own notices (a failed model call): "auto" follows the message.
+    language: Literal["auto", "zh", "en"] = "auto"
+    # A long answer is sent in at most this many numbered parts (the rest is cut, and says so).
+    max_parts: int = Field(10, ge=1, le=50)
+
+
 class LimitsSettings(_Section):
     max_message_chars: int = Field(2048, ge=1)
     max_body_bytes: int = Field(65536, ge=256)
@@ -328,6 +362,8 @@ class Settings(_Section):
     encryption: EncryptionSettings = Field(default_factory=EncryptionSettings)
     dingtalk: DingTalkSettings = Field(default_factory=DingTalkSettings)
     feishu: FeishuSettings = Field(default_factory=FeishuSettings)
+    wecom: WeComSettings = Field(default_factory=WeComSettings)
+    im: ImSettings = Field(default_factory=ImSettings)
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     # What load_settings parsed while validating ``auth.tokens_file`` and

@@ -97,5 +97,19 @@ class HttpClient:
                 data = None
             return JsonReply(resp.status, data)
 
+    async def get_json(self, url: str, *, headers: dict[str, str] | None = None,
+                       timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS) -> JsonReply:
+        """GET ``url``; the status and the parsed answer (None if not JSON). Raises like
+        :meth:`post_json`."""
+        all_headers = {"Accept": "application/json", **(headers or {})}
+        async with self.session.get(url, headers=all_headers, timeout=timeout(timeout_seconds),
+                                    allow_redirects=False) as resp:
+            raw = await read_limited(resp)
+            try:
+                data = loads(raw)
+            except JsonBodyError:
+                data = None
+            return JsonReply(resp.status, data)
+
     async def aclose(self) -> None:
         await self.session.close()

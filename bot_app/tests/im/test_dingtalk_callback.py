@@ -36,7 +36,8 @@ async def test_robot_message_answered_through_session_webhook(harness, dingtalk_
     assert resp.json() == {}
     await wait_for(lambda: len(dingtalk_fake.session_messages) == 1)
     assert dingtalk_fake.session_messages.items() == [
-        {"session": "sess-1", "text": "echo: hello bot"}]
+        {"session": "sess-1", "msgtype": "markdown", "title": "echo: hello bot",
+         "text": "echo: hello bot", "at": []}]
     call = harness.services.chat.calls[0]
     assert call["tenant_id"] == "dingtalk:cidABC"
     assert call["user_id"] == "staff42"

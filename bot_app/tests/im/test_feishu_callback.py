@@ -308,7 +308,9 @@ async def test_schema_v1_message(harness, feishu_fake, encrypted):
     assert (await _post(harness, headers, body)).status_code == 200
     await wait_for(lambda: len(feishu_fake.replies) == 1)
     assert feishu_fake.replies.items()[0] == {
-        "message_id": "om_v1", "text": "echo: hi v1",
+        "message_id": "om_v1", "msg_type": "interactive", "text": "echo: hi v1",
+        "card": {"config": {"wide_screen_mode": True},
+                 "elements": [{"tag": "markdown", "content": "echo: hi v1"}]},
         "token": feishu_fake.replies.items()[0]["token"]}
     call = harness.services.chat.calls[0]
     assert (call["tenant_id"], call["user_id"], call["session_id"]) == (

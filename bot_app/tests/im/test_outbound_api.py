@@ -32,10 +32,10 @@ async def test_tenant_token_good_and_bad_secret(http, feishu_fake):
 async def test_token_cache_refreshes_shortly_before_expiry(http, feishu_fake):
     feishu_fake.expire = 2  # margin = min(300, expire / 2) = 1 s
     cache = feishu_api.FeishuTokenCache()
-    first = await cache.get(http, feishu_fake.base_url, FS_APP_ID, FS_APP_SECRET)
-    assert await cache.get(http, feishu_fake.base_url, FS_APP_ID, FS_APP_SECRET) == first
+    first = await cache.tenant_token(http, feishu_fake.base_url, FS_APP_ID, FS_APP_SECRET)
+    assert await cache.tenant_token(http, feishu_fake.base_url, FS_APP_ID, FS_APP_SECRET) == first
     await asyncio.sleep(1.1)
-    second = await cache.get(http, feishu_fake.base_url, FS_APP_ID, FS_APP_SECRET)
+    second = await cache.tenant_token(http, feishu_fake.base_url, FS_APP_ID, FS_APP_SECRET)
     assert second != first
     assert len(feishu_fake.token_requests) == 2
     feishu_fake.expire = 7200
@@ -44,7 +44,7 @@ async def test_token_cache_refreshes_shortly_before_expiry(http, feishu_fake):
 async def test_concurrent_token_requests_coalesce(http, feishu_fake):
     cache = feishu_api.FeishuTokenCache()
     tokens = await asyncio.gather(*[
-        cache.get(http, feishu_fake.base_url, FS_APP_ID, FS_APP_SECRET) for _ in range(10)])
+        cache.tenant_token(http, feishu_fake.base_url, FS_APP_ID, FS_APP_SECRET) for _ in range(10)])
     assert len(set(tokens)) == 1
     assert len(feishu_fake.token_requests) == 1
 
@@ -62,7 +62,7 @@ async def test_reply_sends_json_string_content(http, feishu_fake):
 
 async def test_reply_refreshes_revoked_token_once(http, feishu_fake):
     cache = feishu_api.FeishuTokenCache()
-    await cache.get(http, feishu_fake.base_url, FS_APP_ID, FS_APP_SECRET)
+    await cache.tenant_token(http, feishu_fake.base_url, FS_APP_ID, FS_APP_SECRET)
     feishu_fake.revoke_all_tokens()
     await feishu_api.reply_text(
         http, cache, api_base=feishu_fake.base_url, app_id=FS_APP_ID, app_secret=FS_APP_SECRET,
@@ -90,7 +90,8 @@ async def test_reply_retries_once_when_throttled(http, feishu_fake):
 async def test_session_webhook_reply(http, dingtalk_fake):
     url = f"{dingtalk_fake.base_url}/robot/sendBySession?session=s9"
     await dingtalk_api.send_session_reply(http, url, "hi there")
-    assert dingtalk_fake.session_messages.items() == [{"session": "s9", "text": "hi there"}]
+    assert dingtalk_fake.session_messages.items() == [
+        {"session": "s9", "msgtype": "text", "text": "hi there", "at": []}]
     with pytest.raises(dingtalk_api.DingTalkApiError) as err:
         await dingtalk_api.send_session_reply(
             http, f"{dingtalk_fake.base_url}/robot/sendBySession", "x")

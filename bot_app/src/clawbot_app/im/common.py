@@ -185,15 +185,5 @@ def spawn(services: CallbackServices, coro: Coroutine[Any, Any, Any]) -> None:
     services.spawn(coro)
 
 
-def chat_error_text(exc: BaseException) -> str:
-    """A short user-facing message for a failed chat call (no internals)."""
-    status = getattr(exc, "status", None)
-    if status == 422:
-        return "Sorry, your message could not be processed (it may be empty or too long)."
-    if status == 429:
-        return "Sorry, too many requests right now. Please try again shortly."
-    return "Sorry, the assistant is unavailable right now. Please try again later."
-
-
 def truncate(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"

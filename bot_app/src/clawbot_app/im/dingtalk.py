@@ -17,13 +17,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from clawbot_app.config import DingTalkSettings
-from clawbot_app.im import dingtalk_api
+from clawbot_app.im import dingtalk_api, render
 from clawbot_app.im.common import (
     CallbackError,
     CallbackServices,
     auth_failure,
     body_digest,
-    chat_error_text,
     get_services,
     handle_error,
     mark_seen,
@@ -43,6 +42,7 @@ from clawbot_app.im.dingtalk_crypto import (
     check_timestamp_ms,
     verify_robot_sign,
 )
+from clawbot_app.im.replies import ReplyPlan, failure_plan, plan_reply
 
 PLATFORM = "dingtalk"
 log = logging.getLogger("clawbot_app.im.dingtalk")
@@ -61,6 +61,8 @@ class RobotMessage:
     session_webhook: str
     webhook_expires_ms: Any
     path: str = ""
+    group: bool = False
+    staff_id: str = ""
 
 
 def _extract_text(body: dict[str, Any]) -> str:
@@ -93,11 +95,30 @@ def parse_robot_message(body: dict[str, Any], path: str = "") -> RobotMessage | 
         session_webhook=str(body.get("sessionWebhook") or ""),
         webhook_expires_ms=body.get("sessionWebhookExpiredTime"),
         path=path,
+        group=str(body.get("conversationType") or "") == "2",
+        staff_id=str(body.get("senderStaffId") or ""),
     )
+
+
+def reply_payloads(msg: RobotMessage, plan: ReplyPlan) -> list[dict[str, Any]]:
+    """The session webhook messages for ``plan``; in a group chat the first one @-mentions the
+    sender (``at.atUserIds`` and ``@staffId`` in the text, as DingTalk requires both)."""
+    mention = [msg.staff_id] if msg.group and msg.staff_id else None
+    payloads = []
+    for i, text in enumerate(plan.texts):
+        at = mention if i == 0 else None
+        body = f"@{msg.staff_id} {text}" if at else text
+        if plan.markdown:
+            title = render.plain_title(text) or render.notice("title", plan.language)
+            payloads.append(dingtalk_api.markdown_message(title, body, at))
+        else:
+            payloads.append(dingtalk_api.text_message(body, at))
+    return payloads
 
 
 async def answer_robot_message(services: CallbackServices, msg: RobotMessage) -> None:
     """Background part: ask the chat service, post the answer to the session webhook."""
+    im = services.settings.im
     try:
         result = await services.chat.reply(
             tenant_id=msg.tenant_id,
@@ -106,10 +127,10 @@ async def answer_robot_message(services: CallbackServices, msg: RobotMessage) ->
             message=msg.text,
             path=msg.path,
         )
-        answer = str(result.reply)
+        plan = plan_reply(im, PLATFORM, str(result.reply), user_text=msg.text)
     except Exception as exc:  # noqa: BLE001 - answer the user with a short notice
         log.warning("dingtalk chat failed: msg_id=%s error=%s", msg.msg_id, type(exc).__name__)
-        answer = chat_error_text(exc)
+        plan = failure_plan(im, exc, user_text=msg.text)
     if not msg.session_webhook:
         log.warning("dingtalk message without sessionWebhook: msg_id=%s", msg.msg_id)
         return
@@ -120,15 +141,20 @@ async def answer_robot_message(services: CallbackServices, msg: RobotMessage) ->
     if not dingtalk_api.webhook_allowed(msg.session_webhook, api_base):
         log.warning("dingtalk sessionWebhook host not allowed: msg_id=%s", msg.msg_id)
         return
-    try:
-        await dingtalk_api.send_session_reply(services.http, msg.session_webhook, answer)
-    except Exception as exc:  # noqa: BLE001 - background task: log and give up
-        log.warning(
-            "dingtalk reply failed: msg_id=%s error=%s errcode=%s",
-            msg.msg_id,
-            type(exc).__name__,
-            getattr(exc, "errcode", None),
-        )
+    payloads = reply_payloads(msg, plan)
+    for index, payload in enumerate(payloads, 1):
+        try:
+            await dingtalk_api.send_session_message(services.http, msg.session_webhook, payload)
+        except Exception as exc:  # noqa: BLE001 - background task: log and give up
+            log.warning(
+                "dingtalk reply failed: msg_id=%s part=%d/%d error=%s errcode=%s",
+                msg.msg_id,
+                index,
+                len(payloads),
+                type(exc).__name__,
+                getattr(exc, "errcode", None),
+            )
+            return  # later parts would arrive without the one before them
 
 
 async def _robot_callback(

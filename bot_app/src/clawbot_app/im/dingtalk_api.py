@@ -10,6 +10,7 @@ from clawbot_app.httpclient import HttpClient
 from clawbot_app.im.dingtalk_crypto import signed_webhook_url
 
 MAX_TEXT_CHARS = 18000  # DingTalk text messages are limited to ~20000 bytes
+MAX_TITLE_CHARS = 64
 _DINGTALK_ORIGINS = {"https://oapi.dingtalk.com", "https://api.dingtalk.com"}
 
 
@@ -50,8 +51,24 @@ def webhook_expired(expired_time_ms: Any, *, now_ms: int | None = None) -> bool:
     return expiry <= current
 
 
-def text_message(text: str) -> dict[str, Any]:
-    return {"msgtype": "text", "text": {"content": text[:MAX_TEXT_CHARS]}}
+def text_message(text: str, at_user_ids: list[str] | None = None) -> dict[str, Any]:
+    payload: dict[str, Any] = {"msgtype": "text", "text": {"content": text[:MAX_TEXT_CHARS]}}
+    if at_user_ids:
+        payload["at"] = {"atUserIds": at_user_ids, "isAtAll": False}
+    return payload
+
+
+def markdown_message(title: str, text: str, at_user_ids: list[str] | None = None
+                     ) -> dict[str, Any]:
+    """``msgtype: markdown``; DingTalk shows ``title`` in the conversation list. A mention needs
+    the user in ``at.atUserIds`` and ``@userId`` in the text (DingTalk's "message types")."""
+    payload: dict[str, Any] = {
+        "msgtype": "markdown",
+        "markdown": {"title": title[:MAX_TITLE_CHARS] or "Reply", "text": text},
+    }
+    if at_user_ids:
+        payload["at"] = {"atUserIds": at_user_ids, "isAtAll": False}
+    return payload
 
 
 async def post_message(http: HttpClient, url: str, payload: dict[str, Any]) -> dict[str, Any]:
@@ -72,6 +89,12 @@ async def send_session_reply(
     http: HttpClient, session_webhook: str, text: str
 ) -> dict[str, Any]:
     return await post_message(http, session_webhook, text_message(text))
+
+
+async def send_session_message(
+    http: HttpClient, session_webhook: str, payload: dict[str, Any]
+) -> dict[str, Any]:
+    return await post_message(http, session_webhook, payload)
 
 
 async def send_group_robot(

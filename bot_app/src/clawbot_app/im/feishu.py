@@ -40,7 +40,6 @@ from clawbot_app.im.common import (
     CallbackError,
     CallbackServices,
     auth_failure,
-    chat_error_text,
     get_services,
     handle_error,
     mark_seen,
@@ -50,6 +49,7 @@ from clawbot_app.im.common import (
     secret_value,
     spawn,
 )
+from clawbot_app.im.replies import failure_plan, plan_reply
 from clawbot_app.im.state import get_state
 from clawbot_app.jsonbody import loads_object
 
@@ -144,7 +144,9 @@ def _feishu_message(
 
 
 async def answer_message(services: CallbackServices, app: Starlette, msg: FeishuMessage) -> None:
-    """Background part: chat call, then reply to the message through the Open API."""
+    """Background part: chat call, then reply to the message through the Open API, one reply
+    per part of a long answer, in order."""
+    im = services.settings.im
     try:
         result = await services.chat.reply(
             tenant_id=msg.tenant_id,
@@ -153,10 +155,10 @@ async def answer_message(services: CallbackServices, app: Starlette, msg: Feishu
             message=msg.text,
             path=msg.path,
         )
-        answer = str(result.reply)
+        plan = plan_reply(im, PLATFORM, str(result.reply), user_text=msg.text)
     except Exception as exc:  # noqa: BLE001 - answer the user with a short notice
         log.warning("feishu chat failed: event_id=%s error=%s", msg.event_id, type(exc).__name__)
-        answer = chat_error_text(exc)
+        plan = failure_plan(im, exc, user_text=msg.text)
     cfg = services.settings.feishu
     app_id = cfg.app_id or ""
     app_secret = secret_value(cfg.app_secret)
@@ -165,24 +167,29 @@ async def answer_message(services: CallbackServices, app: Starlette, msg: Feishu
             "feishu app_id/app_secret not configured; cannot reply (event_id=%s)", msg.event_id
         )
         return
-    try:
-        await feishu_api.reply_text(
-            services.http,
-            get_state(app).feishu_tokens,
-            api_base=cfg.api_base,
-            app_id=app_id,
-            app_secret=app_secret,
-            message_id=msg.message_id,
-            text=answer,
-        )
-    except Exception as exc:  # noqa: BLE001 - background task: log and give up
-        log.warning(
-            "feishu reply failed: event_id=%s error=%s code=%s status=%s",
-            msg.event_id,
-            type(exc).__name__,
-            getattr(exc, "code", None),
-            getattr(exc, "status", None),
-        )
+    for index, text in enumerate(plan.texts, 1):
+        try:
+            await feishu_api.reply_text(
+                services.http,
+                get_state(app).feishu_tokens,
+                api_base=cfg.api_base,
+                app_id=app_id,
+                app_secret=app_secret,
+                message_id=msg.message_id,
+                text=text,
+                card=plan.markdown,
+            )
+        except Exception as exc:  # noqa: BLE001 - background task: log and give up
+            log.warning(
+                "feishu reply failed: event_id=%s part=%d/%d error=%s code=%s status=%s",
+                msg.event_id,
+                index,
+                len(plan.texts),
+                type(exc).__name__,
+                getattr(exc, "code", None),
+                getattr(exc, "status", None),
+            )
+            return  # later parts would arrive without the one before them
 
 
 def event_age_seconds(payload: dict[str, Any], is_v2: bool, now: float | None = None) -> float:

@@ -5,16 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
-from dataclasses import dataclass, field
 
 from clawbot_app.httpclient import HttpClient, JsonReply
+from clawbot_app.im.tokens import TokenCache
 
 log = logging.getLogger("clawbot_app.im.feishu")
 
 TOKEN_PATH = "/open-apis/auth/v3/tenant_access_token/internal"
 REPLY_PATH = "/open-apis/im/v1/messages/{message_id}/reply"
-TOKEN_REFRESH_MARGIN_SECONDS = 300
 MAX_TEXT_CHARS = 30000
 # Codes meaning "the tenant token is invalid/expired": refresh it once and retry.
 _TOKEN_INVALID_CODES = {99991661, 99991663, 99991664, 99991668}
@@ -26,12 +24,6 @@ class FeishuApiError(Exception):
         super().__init__(message)
         self.code = code
         self.status = status
-
-
-@dataclass
-class _CachedToken:
-    token: str
-    refresh_at: float
 
 
 def _json(reply: JsonReply) -> dict[str, object]:
@@ -62,43 +54,42 @@ async def fetch_tenant_token(
     return token, int(expire) if isinstance(expire, int) and expire > 0 else 7200
 
 
-@dataclass
-class FeishuTokenCache:
-    """Caches tenant tokens per ``(api_base, app_id)`` until shortly before ``expire``."""
-
-    margin_seconds: float = TOKEN_REFRESH_MARGIN_SECONDS
-    _tokens: dict[tuple[str, str, str], _CachedToken] = field(default_factory=dict)
-    _locks: dict[tuple[str, str, str], asyncio.Lock] = field(default_factory=dict)
+class FeishuTokenCache(TokenCache):
+    """Tenant tokens per ``(api_base, app_id, app_secret)`` (:class:`TokenCache`)."""
 
     @staticmethod
     def _key(api_base: str, app_id: str, app_secret: str) -> tuple[str, str, str]:
-        # The secret is part of the key so a rotated secret (SIGHUP) never reuses an old token.
         return api_base.rstrip("/"), app_id, app_secret
 
-    def invalidate(self, api_base: str, app_id: str, app_secret: str) -> None:
-        self._tokens.pop(self._key(api_base, app_id, app_secret), None)
+    def invalidate_app(self, api_base: str, app_id: str, app_secret: str) -> None:
+        self.invalidate(self._key(api_base, app_id, app_secret))
 
-    async def get(
+    async def tenant_token(
         self, http: HttpClient, api_base: str, app_id: str, app_secret: str
     ) -> str:
-        key = self._key(api_base, app_id, app_secret)
-        cached = self._tokens.get(key)
-        if cached and cached.refresh_at > time.monotonic():
-            return cached.token
-        lock = self._locks.setdefault(key, asyncio.Lock())
-        async with lock:
-            cached = self._tokens.get(key)
-            if cached and cached.refresh_at > time.monotonic():
-                return cached.token
-            token, expire = await fetch_tenant_token(http, api_base, app_id, app_secret)
-            margin = min(self.margin_seconds, expire / 2)
-            self._tokens[key] = _CachedToken(token, time.monotonic() + expire - margin)
-            return token
+        return await self.get(
+            self._key(api_base, app_id, app_secret),
+            lambda: fetch_tenant_token(http, api_base, app_id, app_secret),
+        )
 
 
 def text_content(text: str) -> str:
     """Feishu ``content`` for ``msg_type=text``: a JSON-encoded string."""
     return json.dumps({"text": text[:MAX_TEXT_CHARS]}, ensure_ascii=False)
+
+
+def card_content(markdown: str) -> str:
+    """Feishu ``content`` for ``msg_type=interactive``: a message card (JSON-encoded string)
+    with one ``markdown`` element. Card bodies are limited to 30 KB ("Send message" docs)."""
+    card = {"config": {"wide_screen_mode": True},
+            "elements": [{"tag": "markdown", "content": markdown}]}
+    return json.dumps(card, ensure_ascii=False)
+
+
+def message_body(text: str, *, card: bool) -> dict[str, str]:
+    if card:
+        return {"msg_type": "interactive", "content": card_content(text)}
+    return {"msg_type": "text", "content": text_content(text)}
 
 
 async def reply_text(
@@ -110,15 +101,17 @@ async def reply_text(
     app_secret: str,
     message_id: str,
     text: str,
+    card: bool = False,
     retry_delay: float = 1.0,
 ) -> dict[str, object]:
-    """Reply to ``message_id`` with a text message; refresh the token once if it is rejected."""
+    """Reply to ``message_id`` with a text message or a markdown card; refresh the token once
+    if it is rejected, wait once when throttled."""
     url = api_base.rstrip("/") + REPLY_PATH.format(message_id=message_id)
-    body = {"msg_type": "text", "content": text_content(text)}
+    body = message_body(text, card=card)
     refreshed = False
     throttled = False
     while True:
-        token = await tokens.get(http, api_base, app_id, app_secret)
+        token = await tokens.tenant_token(http, api_base, app_id, app_secret)
         resp = await http.post_json(url, body, headers={"Authorization": f"Bearer {token}"})
         try:
             data = _json(resp)
@@ -129,7 +122,7 @@ async def reply_text(
             return data
         if code in _TOKEN_INVALID_CODES and not refreshed:
             refreshed = True
-            tokens.invalidate(api_base, app_id, app_secret)
+            tokens.invalidate_app(api_base, app_id, app_secret)
             continue
         if (resp.status == 429 or code == _RATE_LIMITED_CODE) and not throttled:
             throttled = True
