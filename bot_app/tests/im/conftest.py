@@ -11,6 +11,7 @@ import pytest
 from fakes.dingtalk import FakeDingTalk
 from fakes.feishu import FakeFeishu
 from fakes.httpd import FakeServer
+from fakes.wecom import FakeWeCom
 
 from clawbot_app.httpclient import HttpClient
 
@@ -33,6 +34,20 @@ def _dingtalk_server() -> Iterator[FakeDingTalk]:
     with FakeServer(fake, max_lifetime=SESSION_LIFETIME) as server:
         fake.base_url = server.base_url
         yield fake
+
+
+@pytest.fixture(scope="session")
+def _wecom_server() -> Iterator[FakeWeCom]:
+    fake = FakeWeCom()
+    with FakeServer(fake, max_lifetime=SESSION_LIFETIME) as server:
+        fake.base_url = server.base_url
+        yield fake
+
+
+@pytest.fixture
+def wecom_fake(_wecom_server: FakeWeCom) -> FakeWeCom:
+    _wecom_server.reset()
+    return _wecom_server
 
 
 @pytest.fixture
@@ -62,11 +77,13 @@ def settings_overrides() -> dict[str, Any]:
 
 @pytest.fixture
 async def harness(
-    feishu_fake: FakeFeishu, dingtalk_fake: FakeDingTalk, settings_overrides: dict[str, Any]
+    feishu_fake: FakeFeishu, dingtalk_fake: FakeDingTalk, wecom_fake: FakeWeCom,
+    settings_overrides: dict[str, Any]
 ) -> AsyncIterator[Harness]:
     settings = make_settings(
         feishu_base=feishu_fake.base_url,
         dingtalk_base=dingtalk_fake.base_url,
+        wecom_base=wecom_fake.base_url,
         **settings_overrides,
     )
     outbound = await HttpClient.open()

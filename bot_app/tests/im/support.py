@@ -29,12 +29,18 @@ FS_APP_ID = "cli_test0123456789"
 FS_APP_SECRET = "fs-app-secret-0123456789"
 FS_VERIFICATION_TOKEN = "fs-verification-token"
 FS_ENCRYPT_KEY = "fs-encrypt-key"
+WC_CORP_ID = "wwfakecorp0000001"  # tests/fakes/wecom.py FakeWeCom's defaults
+WC_CORP_SECRET = "wecom-fake-corp-secret"
+WC_AGENT_ID = 1000002
+WC_TOKEN = "wc-callback-token"
+WC_AES_KEY = "kWxPEV2UEDyxWpmPdKC3F4dgPDmOvfKX1HGnEUDS1aR"
 
 
 def make_settings(
     *, feishu_base: str = "http://127.0.0.1:9", dingtalk_base: str = "http://127.0.0.1:9",
     feishu: dict[str, Any] | None = None, dingtalk: dict[str, Any] | None = None,
-    limits: dict[str, Any] | None = None,
+    limits: dict[str, Any] | None = None, wecom_base: str = "http://127.0.0.1:9",
+    wecom: dict[str, Any] | None = None, im: dict[str, Any] | None = None,
 ) -> Settings:
     fs: dict[str, Any] = {
         "app_id": FS_APP_ID, "app_secret": FS_APP_SECRET,
@@ -45,9 +51,14 @@ def make_settings(
         "app_key": DT_APP_KEY, "app_secret": DT_APP_SECRET, "token": DT_TOKEN,
         "aes_key": DT_AES_KEY, "api_base": dingtalk_base,
     }
+    wc: dict[str, Any] = {
+        "corp_id": WC_CORP_ID, "corp_secret": WC_CORP_SECRET, "agent_id": WC_AGENT_ID,
+        "token": WC_TOKEN, "encoding_aes_key": WC_AES_KEY, "api_base": wecom_base,
+    }
     fs.update(feishu or {})
     dt.update(dingtalk or {})
-    data: dict[str, Any] = {"feishu": fs, "dingtalk": dt}
+    wc.update(wecom or {})
+    data: dict[str, Any] = {"feishu": fs, "dingtalk": dt, "wecom": wc, "im": im or {}}
     if limits:
         data["limits"] = limits
     return Settings.model_validate(data)
@@ -58,6 +69,7 @@ class FakeChat:
     calls: list[dict[str, Any]] = field(default_factory=list)
     delay: float = 0.0
     error: BaseException | None = None
+    answer: str | None = None  # the reply to give (default: "echo: <message>")
 
     async def reply(self, *, tenant_id: str, user_id: str, session_id: str, message: str,
                     path: str = "") -> Any:
@@ -67,7 +79,8 @@ class FakeChat:
             await asyncio.sleep(self.delay)
         if self.error is not None:
             raise self.error
-        return SimpleNamespace(reply=f"echo: {message}", model="fake-model",
+        reply = f"echo: {message}" if self.answer is None else self.answer
+        return SimpleNamespace(reply=reply, model="fake-model",
                                session_id=session_id)
 
 

@@ -25,7 +25,9 @@ from clawbot_app.im.builders import (
     build_dingtalk_robot_request,
     build_feishu_message_request,
     build_feishu_url_verification,
+    build_wecom_message_request,
     dingtalk_robot_message,
+    wecom_text_message,
 )
 from clawbot_app.im.dingtalk_crypto import DingTalkEventCrypto
 from clawbot_app.im.feishu_crypto import HEADER_SIGNATURE
@@ -39,6 +41,11 @@ from .support import (
     FS_APP_SECRET,
     FS_ENCRYPT_KEY,
     FS_VERIFICATION_TOKEN,
+    WC_AES_KEY,
+    WC_AGENT_ID,
+    WC_CORP_ID,
+    WC_CORP_SECRET,
+    WC_TOKEN,
     wait_for,
 )
 
@@ -73,7 +80,8 @@ class _UvicornThread:
 
 
 def _settings_dict(
-    tmp_path: Path, model_url: str, feishu_url: str, dingtalk_url: str
+    tmp_path: Path, model_url: str, feishu_url: str, dingtalk_url: str,
+    wecom_url: str = "http://127.0.0.1:9",
 ) -> dict[str, Any]:
     return {
         "storage": {"data_dir": str(tmp_path)},
@@ -86,11 +94,15 @@ def _settings_dict(
                    "api_base": feishu_url},
         "dingtalk": {"app_key": DT_APP_KEY, "app_secret": DT_APP_SECRET, "token": DT_TOKEN,
                      "aes_key": DT_AES_KEY, "api_base": dingtalk_url},
+        "wecom": {"corp_id": WC_CORP_ID, "corp_secret": WC_CORP_SECRET, "agent_id": WC_AGENT_ID,
+                  "token": WC_TOKEN, "encoding_aes_key": WC_AES_KEY, "api_base": wecom_url},
     }
 
 
-def _settings(tmp_path: Path, model_url: str, feishu_url: str, dingtalk_url: str) -> Settings:
-    return Settings.model_validate(_settings_dict(tmp_path, model_url, feishu_url, dingtalk_url))
+def _settings(tmp_path: Path, model_url: str, feishu_url: str, dingtalk_url: str,
+              wecom_url: str = "http://127.0.0.1:9") -> Settings:
+    return Settings.model_validate(
+        _settings_dict(tmp_path, model_url, feishu_url, dingtalk_url, wecom_url))
 
 
 @contextlib.asynccontextmanager
@@ -224,28 +236,49 @@ async def test_callback_path_reaches_model_routing(tmp_path, primary, backup, fe
     assert texts[1].startswith("primary: via /feishu/callback")
 
 
-def test_real_uvicorn_on_loopback(tmp_path, primary, feishu_fake, dingtalk_fake):
-    """Same app served by uvicorn on a real 127.0.0.1 socket (raw bytes over real HTTP)."""
+TABLE = "| tool | use |\n|---|---|\n| ruff | lint |"
+"""What the user writes; the fake model echoes it, so the answer holds a markdown table."""
+ROW = "- **tool**: ruff; **use**: lint"
+
+
+def test_real_uvicorn_on_loopback(tmp_path, primary, feishu_fake, dingtalk_fake, wecom_fake):
+    """Same app served by uvicorn on a real 127.0.0.1 socket (raw bytes over real HTTP): a
+    DingTalk, a Feishu and a WeCom conversation each get the model's answer rendered as
+    markdown in their platform's message shape."""
     settings = _settings(tmp_path, primary.base_url + "/v1", feishu_fake.base_url,
-                         dingtalk_fake.base_url)
+                         dingtalk_fake.base_url, wecom_fake.base_url)
     server = _UvicornThread(create_app(settings, install_sighup=False)).start()
     try:
         with httpx.Client(base_url=server.base_url, timeout=10) as client:
-            headers, body = build_feishu_message_request(settings, text="over tcp")
+            headers, body = build_feishu_message_request(settings, text="over tcp\n" + TABLE)
             assert client.post("/feishu/callback", content=body,
                                headers=headers).status_code == 200
             webhook = f"{dingtalk_fake.base_url}/robot/sendBySession?session=tcp"
-            dt_headers, raw = build_dingtalk_robot_request(
-                settings, dingtalk_robot_message(text="tcp ding", session_webhook=webhook))
+            dt_headers, raw = build_dingtalk_robot_request(settings, dingtalk_robot_message(
+                text="tcp ding\n" + TABLE, session_webhook=webhook, conversation_type="2",
+                sender_staff_id="staff7"))
             assert client.post("/dingtalk/callback", content=raw,
                                headers=dt_headers).status_code == 200
+            params, xml = build_wecom_message_request(settings, wecom_text_message(
+                text="tcp wecom\n" + TABLE, corp_id=WC_CORP_ID, from_user="wangwu"))
+            answer = client.post("/wecom/callback", params=params, content=xml)
+            assert (answer.status_code, answer.content) == (200, b"")
             bad = client.post("/feishu/callback", content=body[:-2] + b"x}", headers=headers)
             assert bad.status_code == 401
         deadline = time.monotonic() + 10
-        while (len(feishu_fake.replies) < 1 or len(dingtalk_fake.session_messages) < 1) \
-                and time.monotonic() < deadline:
+        while (len(feishu_fake.replies) < 1 or len(dingtalk_fake.session_messages) < 1
+               or len(wecom_fake.app_messages) < 1) and time.monotonic() < deadline:
             time.sleep(0.05)
     finally:
         server.stop()
-    assert feishu_fake.replies.items()[0]["text"].startswith("primary: over tcp")
-    assert dingtalk_fake.session_messages.items()[0]["text"].startswith("primary: tcp ding")
+    feishu = feishu_fake.replies.items()[0]
+    assert feishu["msg_type"] == "interactive"
+    card_md = feishu["card"]["elements"][0]["content"]
+    assert card_md.startswith("primary: over tcp") and ROW in card_md and "|---|" not in card_md
+    dingtalk = dingtalk_fake.session_messages.items()[0]
+    assert dingtalk["msgtype"] == "markdown" and dingtalk["at"] == ["staff7"]
+    assert dingtalk["text"].startswith("@staff7 primary: tcp ding") and ROW in dingtalk["text"]
+    wecom = wecom_fake.app_messages.items()[0]
+    assert (wecom["msgtype"], wecom["touser"]) == ("markdown", "wangwu")
+    assert wecom["markdown"]["content"].startswith("primary: tcp wecom") and ROW in (
+        wecom["markdown"]["content"])

@@ -44,7 +44,8 @@ async def test_token_cache_refreshes_shortly_before_expiry(http, feishu_fake):
 async def test_concurrent_token_requests_coalesce(http, feishu_fake):
     cache = feishu_api.FeishuTokenCache()
     tokens = await asyncio.gather(*[
-        cache.tenant_token(http, feishu_fake.base_url, FS_APP_ID, FS_APP_SECRET) for _ in range(10)])
+        cache.tenant_token(http, feishu_fake.base_url, FS_APP_ID, FS_APP_SECRET)
+        for _ in range(10)])
     assert len(set(tokens)) == 1
     assert len(feishu_fake.token_requests) == 1
 

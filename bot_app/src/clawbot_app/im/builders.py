@@ -1,4 +1,4 @@
-"""Build requests exactly as DingTalk/Feishu would send them (tests, fakes and the benchmark).
+"""Build requests exactly as DingTalk/Feishu/WeCom would send them (tests, fakes and the benchmark).
 
 ``build_feishu_message_request(settings, text=...)`` returns ``(headers, body_bytes)`` for a
 signed (and, with an Encrypt Key, encrypted) schema 2.0 ``im.message.receive_v1`` callback that
@@ -12,7 +12,7 @@ import time
 import uuid
 from typing import Any
 
-from clawbot_app.im import dingtalk_crypto, feishu_crypto
+from clawbot_app.im import dingtalk_crypto, feishu_crypto, msgcrypt
 from clawbot_app.im.common import secret_value
 
 
@@ -183,3 +183,56 @@ def build_dingtalk_event_request(
         "nonce": nonce,
     }
     return params, json.dumps({"encrypt": encrypt}).encode("utf-8")
+
+
+def wecom_text_message(
+    *, text: str, corp_id: str, from_user: str = "zhangsan", agent_id: int = 1000002,
+    msg_id: str | None = None, created: int | None = None,
+) -> str:
+    """The plaintext XML of a WeCom app text message (``MsgType`` ``text``)."""
+    created = int(time.time()) if created is None else created
+    msg_id = msg_id or str(uuid.uuid4().int % 10**19)
+    return (
+        f"<xml><ToUserName><![CDATA[{corp_id}]]></ToUserName>"
+        f"<FromUserName><![CDATA[{from_user}]]></FromUserName>"
+        f"<CreateTime>{created}</CreateTime><MsgType><![CDATA[text]]></MsgType>"
+        f"<Content><![CDATA[{text}]]></Content><MsgId>{msg_id}</MsgId>"
+        f"<AgentID>{agent_id}</AgentID></xml>"
+    )
+
+
+def _wecom_crypto(settings: Any) -> msgcrypt.MsgCrypt:
+    cfg = _cfg(settings, "wecom")
+    return msgcrypt.MsgCrypt(
+        secret_value(getattr(cfg, "token", None)),
+        secret_value(getattr(cfg, "encoding_aes_key", None)),
+        getattr(cfg, "corp_id", None) or "",
+    )
+
+
+def build_wecom_message_request(
+    settings: Any, plaintext_xml: str, *, timestamp: int | None = None, nonce: str = "1372623149",
+    agent_id: int = 1000002,
+) -> tuple[dict[str, str], bytes]:
+    """Query params and raw XML body of an encrypted WeCom message callback (POST)."""
+    crypto = _wecom_crypto(settings)
+    ts = str(int(time.time()) if timestamp is None else timestamp)
+    encrypt = crypto.encrypt(plaintext_xml)
+    params = {"msg_signature": crypto.signature(ts, nonce, encrypt), "timestamp": ts,
+              "nonce": nonce}
+    body = (f"<xml><ToUserName><![CDATA[{crypto.receive_id}]]></ToUserName>"
+            f"<Encrypt><![CDATA[{encrypt}]]></Encrypt>"
+            f"<AgentID><![CDATA[{agent_id}]]></AgentID></xml>")
+    return params, body.encode("utf-8")
+
+
+def build_wecom_url_verification(
+    settings: Any, echo: str = "1616140317555161061", *, timestamp: int | None = None,
+    nonce: str = "263014780",
+) -> dict[str, str]:
+    """Query params of WeCom's URL verification (GET) whose decrypted ``echostr`` is ``echo``."""
+    crypto = _wecom_crypto(settings)
+    ts = str(int(time.time()) if timestamp is None else timestamp)
+    echostr = crypto.encrypt(echo)
+    return {"msg_signature": crypto.signature(ts, nonce, echostr), "timestamp": ts,
+            "nonce": nonce, "echostr": echostr}

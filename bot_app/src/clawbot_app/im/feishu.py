@@ -89,8 +89,13 @@ def _text_from_content(content: Any, mentions: Any) -> str:
     keys = {m.get("key") for m in mentions or [] if isinstance(m, dict) and m.get("key")}
     for key in keys:
         text = text.replace(str(key), " ")
-    text = _MENTION_KEY.sub(" ", text)
-    return " ".join(text.split())
+    return _tidy(_MENTION_KEY.sub(" ", text))
+
+
+def _tidy(text: str) -> str:
+    """Runs of spaces as one (mentions leave gaps), line breaks kept (a pasted snippet, a
+    table), no blank lines at either end."""
+    return "\n".join(" ".join(line.split()) for line in text.splitlines()).strip()
 
 
 def parse_message_v2(
@@ -120,7 +125,7 @@ def parse_message_v1(event_id: str, event: dict[str, Any]) -> FeishuMessage | No
     if event.get("msg_type") not in (None, "text"):
         return None
     text = event.get("text_without_at_bot") or event.get("text") or ""
-    text = " ".join(_MENTION_KEY.sub(" ", str(text)).split())
+    text = _tidy(_MENTION_KEY.sub(" ", str(text)))
     user = event.get("open_id") or event.get("user_open_id") or event.get("employee_id")
     message_id = event.get("open_message_id") or event.get("message_id")
     if not (text and user and message_id):

@@ -6,6 +6,7 @@ from starlette.routing import Route
 
 from clawbot_app.im.dingtalk import dingtalk_callback
 from clawbot_app.im.feishu import feishu_callback
+from clawbot_app.im.wecom import wecom_callback
 
 routes: list[Route] = [
     Route("/dingtalk/callback", dingtalk_callback, methods=["POST"], name="dingtalk_callback"),
@@ -16,4 +17,8 @@ routes: list[Route] = [
     Route("/api/feishu/callback", feishu_callback, methods=["POST"], name="feishu_callback_api"),
     # Same handler: Feishu's URL check (plain or encrypted url_verification) and events.
     Route("/feishu/verify", feishu_callback, methods=["POST"], name="feishu_verify"),
+    # GET: WeCom's URL verification (echostr); POST: encrypted message events.
+    Route("/wecom/callback", wecom_callback, methods=["GET", "POST"], name="wecom_callback"),
+    Route("/api/wecom/callback", wecom_callback, methods=["GET", "POST"],
+          name="wecom_callback_api"),
 ]

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from clawbot_app.im.feishu_api import FeishuTokenCache
+from clawbot_app.im.wecom_api import WeComTokenCache
 
 _ATTR = "clawbot_im"
 
@@ -13,6 +14,7 @@ _ATTR = "clawbot_im"
 @dataclass
 class ImState:
     feishu_tokens: FeishuTokenCache = field(default_factory=FeishuTokenCache)
+    wecom_tokens: WeComTokenCache = field(default_factory=WeComTokenCache)
 
 
 def get_state(app: Any) -> ImState:
