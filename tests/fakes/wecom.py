@@ -50,10 +50,10 @@ import os
 import struct
 import threading
 import time
-import xml.etree.ElementTree as ElementTree
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
+from xml.etree import ElementTree
 
 from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
