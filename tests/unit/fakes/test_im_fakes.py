@@ -82,8 +82,13 @@ def test_dingtalk_session_webhook(dingtalk_server: FakeServer) -> None:
     assert post(url, {"msgtype": "markdown", "markdown": {"title": "t", "text": "**b**"}})[1]["errcode"] == 0
     assert post(url, b"{broken")[1]["errcode"] == 40035
     assert post(f"{dingtalk_server.base_url}/robot/sendBySession", {"msgtype": "text"})[1]["errcode"] == 300001
+    mention = {"msgtype": "markdown", "markdown": {"title": "t", "text": "@u1 hi"},
+               "at": {"atUserIds": ["u1"], "isAtAll": False}}
+    assert post(url, mention)[1]["errcode"] == 0
     assert dingtalk_server.app.session_messages.items() == [
-        {"session": "s1", "text": "hi"}, {"session": "s1", "title": "t", "text": "**b**"}]
+        {"session": "s1", "msgtype": "text", "text": "hi", "at": []},
+        {"session": "s1", "msgtype": "markdown", "title": "t", "text": "**b**", "at": []},
+        {"session": "s1", "msgtype": "markdown", "title": "t", "text": "@u1 hi", "at": ["u1"]}]
 
 
 def test_dingtalk_access_tokens(dingtalk_server: FakeServer) -> None:
@@ -119,7 +124,17 @@ def test_feishu_token_reply_and_hook() -> None:
         assert post(reply, message, {"Authorization": f"Bearer {token}"})[0] == 429
         assert post(reply, {"msg_type": "text", "content": {"text": "not a string"}},
                     {"Authorization": f"Bearer {token}"})[1]["code"] == 230001
-        assert fake.replies.items() == [{"message_id": "om_1", "text": "hello", "token": token}]
+        card = {"config": {"wide_screen_mode": True}, "elements": [{"tag": "markdown", "content": "**hi**"}]}
+        card_message = {"msg_type": "interactive", "content": json.dumps(card)}
+        assert post(reply, card_message, {"Authorization": f"Bearer {token}"})[1]["code"] == 0
+        empty_card = {"msg_type": "interactive", "content": json.dumps({"elements": []})}
+        assert post(reply, empty_card, {"Authorization": f"Bearer {token}"})[1]["code"] == 230001
+        too_long = {"msg_type": "interactive", "content": json.dumps(dict(card, pad="x" * 31_000))}
+        assert post(reply, too_long, {"Authorization": f"Bearer {token}"}) == \
+            (400, {"code": 230025, "msg": "The length of the message content reaches its limit."})
+        assert fake.replies.items() == [
+            {"message_id": "om_1", "msg_type": "text", "text": "hello", "card": None, "token": token},
+            {"message_id": "om_1", "msg_type": "interactive", "text": "**hi**", "card": card, "token": token}]
 
         ts = str(int(time.time()))
         hook = f"{server.base_url}/open-apis/bot/v2/hook/hk"
