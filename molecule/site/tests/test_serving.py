@@ -6,8 +6,11 @@ from __future__ import annotations
 import json
 import re
 import time
+from pathlib import Path
 
-from conftest import CONFIG, https_chat
+from conftest import CONFIG, https_chat, run_playbook
+
+SCENARIO = Path(__file__).resolve().parents[1]
 
 SECRETS = ("molecule-app-password-1", "molecule-migrator-password-1", "molecule-clawbot-password-0002",
            "sk-molecule-standin-key-1")
@@ -189,3 +192,18 @@ def test_metrics_and_ready_only_from_loopback(host) -> None:
             break
         time.sleep(0.25)
     assert forwarded_401_logged(), "the bot's access log does not name the client nginx forwarded"
+
+
+def test_the_wecom_app_is_configured_and_its_callback_verifies_through_nginx(host) -> None:
+    """bot_app_wecom went to the config (public fields) and the 0600 secrets file (secrets), and
+    WeCom's signed, encrypted URL verification through nginx gets the plaintext back."""
+    config = host.check_output("cat /etc/clawbot/config.yaml")
+    assert "wwmoleculesite0001" in config and "agent_id: 1000002" in config
+    assert "molecule-wecom" not in config and "MoleculeSiteWeCom" not in config
+    secrets = host.file("/etc/clawbot/secrets.yaml")
+    assert (secrets.mode, secrets.user) == (0o600, "clawbot")
+    assert "molecule-wecom-corp-secret-6" in host.check_output("cat /etc/clawbot/secrets.yaml")
+    rc, out = run_playbook(SCENARIO / "im_check_wecom.yml")
+    assert rc == 0, out
+    assert "WeCom callback_tls=ok callback_verification=ok" in out
+    assert "molecule-wecom-callback-token-7" not in out and "MoleculeSiteWeCom" not in out
