@@ -355,3 +355,22 @@ async def test_replay_older_than_dedupe_window_not_processed(harness, feishu_fak
     assert (await _post(harness, headers, body)).status_code == 200
     await harness.services.drain()
     assert harness.services.chat.calls == []
+
+
+async def test_a_long_answer_arrives_as_numbered_cards_in_order(harness, feishu_fake):
+    code = "```python\n" + "".join(f"print({i})  # 注释 <b>\n" for i in range(900)) + "```"
+    harness.services.chat.answer = "# Script\n\nRun this:\n\n" + code + "\n\nDone."
+    headers, body = build_feishu_message_request(harness.services.settings, text="long one",
+                                                 message_id="om_long")
+    assert (await _post(harness, headers, body)).status_code == 200
+    await harness.services.drain()
+    replies = feishu_fake.replies.items()
+    assert len(replies) > 1 and {r["msg_type"] for r in replies} == {"interactive"}
+    texts = [r["card"]["elements"][0]["content"] for r in replies]
+    assert [t.split("\n", 1)[0] for t in texts] == [f"({i}/{len(texts)})"
+                                                    for i in range(1, len(texts) + 1)]
+    assert texts[0].startswith(f"(1/{len(texts)})\n**Script**\n")
+    for text in texts:  # every card's code block is closed, and "<" is not a card tag outside
+        assert text.count("```") % 2 == 0
+    assert texts[-1].rstrip().endswith("Done.")
+    assert all(r["message_id"] == "om_long" for r in replies)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 import urllib.parse
 from pathlib import Path
@@ -11,13 +12,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from clawbot_app.im import msgcrypt, wecom
+from clawbot_app.im import common, msgcrypt, wecom
 from clawbot_app.im.builders import (
     build_wecom_message_request,
     build_wecom_url_verification,
     wecom_text_message,
 )
 from clawbot_app.im.split import PLATFORM_LIMITS
+from clawbot_app.logthrottle import LogThrottle
 
 from .support import WC_AGENT_ID, WC_CORP_ID, wait_for
 
@@ -210,3 +212,35 @@ async def test_any_input_gets_a_4xx_json_answer_never_a_5xx(harness, query, body
         resp = await harness.client.request(method, _url("/wecom/callback", query), content=body)
         assert resp.status_code in (400, 401, 413), (method, resp.status_code, resp.text)
         assert "error" in resp.json()
+
+
+@pytest.mark.parametrize("timestamp", ["²", "1" * 5000, "１２３", "-1", "1e9", ""])
+async def test_odd_timestamps_under_a_valid_signature_are_401_not_500(harness, timestamp):
+    crypto = wecom.crypto_for(harness.services.settings.wecom)
+    echostr = crypto.encrypt("x")
+    params = {"msg_signature": crypto.signature(timestamp, "n", echostr), "timestamp": timestamp,
+              "nonce": "n", "echostr": echostr}
+    resp = await harness.client.get(_url("/wecom/callback", params))
+    assert resp.status_code == 401 and resp.json()["error"]["code"] == "stale_timestamp"
+
+
+async def test_no_secret_or_message_text_reaches_the_log(harness, wecom_fake, caplog, monkeypatch):
+    monkeypatch.setattr(common, "_rejections", LogThrottle(common.log))  # no earlier test's state
+    settings_ = harness.services.settings.wecom
+    secrets = [settings_.token.get_secret_value(), settings_.encoding_aes_key.get_secret_value(),
+               settings_.corp_secret.get_secret_value(), "wecom-token-0000"]
+    with caplog.at_level(logging.DEBUG):
+        params = build_wecom_url_verification(harness.services.settings, "echo")
+        await harness.client.get(_url("/wecom/callback", dict(params, msg_signature="0" * 40)))
+        await harness.client.get(_url("/wecom/callback", params))
+        await _post_message(harness, "private words 机密")
+        await wait_for(lambda: len(wecom_fake.app_messages) == 1)
+        wecom_fake.revoke_all_tokens()
+        harness.services.chat.error = RuntimeError("boom")
+        await _post_message(harness, "second private words")
+        await wait_for(lambda: len(wecom_fake.app_messages) == 2)
+    text = "\n".join(r.getMessage() + str(r.args) for r in caplog.records
+                     if r.name.startswith("clawbot_app"))
+    assert "wecom callback rejected" in text  # the log was captured
+    for secret in secrets + ["private words", "机密"]:
+        assert secret not in text
