@@ -277,7 +277,8 @@ def test_real_uvicorn_on_loopback(tmp_path, primary, feishu_fake, dingtalk_fake,
     assert card_md.startswith("primary: over tcp") and ROW in card_md and "|---|" not in card_md
     dingtalk = dingtalk_fake.session_messages.items()[0]
     assert dingtalk["msgtype"] == "markdown" and dingtalk["at"] == ["staff7"]
-    assert dingtalk["text"].startswith("@staff7 primary: tcp ding") and ROW in dingtalk["text"]
+    assert dingtalk["text"].startswith("primary: tcp ding") and ROW in dingtalk["text"]
+    assert dingtalk["text"].endswith("\n\n@staff7") and dingtalk["title"] == "primary: tcp ding"
     wecom = wecom_fake.app_messages.items()[0]
     assert (wecom["msgtype"], wecom["touser"]) == ("markdown", "wangwu")
     assert wecom["markdown"]["content"].startswith("primary: tcp wecom") and ROW in (

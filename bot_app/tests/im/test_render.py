@@ -87,6 +87,14 @@ def test_text_format_sends_the_answer_unrendered() -> None:
     assert plan.markdown is False and plan.texts == ["# Title\n\nbody"]
 
 
+def test_a_fence_too_long_to_reopen_falls_back_to_plain_text() -> None:
+    answer = "`" * 1500 + "\n" + "code 中 " * 600 + "\n" + "`" * 1500
+    plan = plan_reply(ImSettings(), "feishu", answer, limit=2000)
+    assert plan.markdown is False and len(plan.texts) > 1
+    assert all(len(t.encode()) <= 2000 for t in plan.texts)
+    assert "".join(t.split("\n", 1)[1] for t in plan.texts) == answer
+
+
 def test_long_answers_are_capped_with_a_notice() -> None:
     answer = "\n\n".join(f"paragraph {i} " + "词" * 300 for i in range(40))
     plan = plan_reply(ImSettings(max_parts=3), "wecom", answer, user_text="你好")
@@ -96,7 +104,7 @@ def test_long_answers_are_capped_with_a_notice() -> None:
     assert all(len(t.encode()) <= PLATFORM_LIMITS["wecom"] for t in plan.texts)
 
 
-fences = st.sampled_from(["", "```python\n", "```\n", "~~~\n"])
+fences = st.sampled_from(["", "```python\n", "```\n", "~~~\n", "`" * 900 + "\n"])
 chunks = st.tuples(fences, st.text(alphabet="ab 中😀|#-*`<\"\\\n\r\x01", max_size=400)).map(
     lambda t: t[0] + t[1] + ("\n```\n" if t[0].startswith("`") else "\n~~~\n" if t[0] else ""))
 

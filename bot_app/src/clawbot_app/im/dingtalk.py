@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from clawbot_app.config import DingTalkSettings
-from clawbot_app.im import dingtalk_api, render
+from clawbot_app.im import dingtalk_api
 from clawbot_app.im.common import (
     CallbackError,
     CallbackServices,
@@ -104,12 +104,13 @@ def reply_payloads(msg: RobotMessage, plan: ReplyPlan) -> list[dict[str, Any]]:
     """The session webhook messages for ``plan``; in a group chat the first one @-mentions the
     sender (``at.atUserIds`` and ``@staffId`` in the text, as DingTalk requires both)."""
     mention = [msg.staff_id] if msg.group and msg.staff_id else None
+    total = len(plan.texts)
     payloads = []
-    for i, text in enumerate(plan.texts):
-        at = mention if i == 0 else None
-        body = f"@{msg.staff_id} {text}" if at else text
+    for i, text in enumerate(plan.texts, 1):
+        at = mention if i == 1 else None
+        body = f"{text}\n\n@{msg.staff_id}" if at else text
         if plan.markdown:
-            title = render.plain_title(text) or render.notice("title", plan.language)
+            title = plan.title if total == 1 else f"{plan.title} ({i}/{total})"
             payloads.append(dingtalk_api.markdown_message(title, body, at))
         else:
             payloads.append(dingtalk_api.text_message(body, at))
