@@ -552,72 +552,71 @@ class Checks:
         message = "; ".join(f"{name}: {_sub_summary(sub)}" for name, sub in subs.items())
         return check_result("failed", subs[failed[0]]["code"], message, **subs)
 
-    def _dingtalk_oauth2(self):
-        url = self.params["api_base"] + "/v1.0/oauth2/accessToken"
+    def _call(self, method, url, json_body=None):
+        """``(resp, body dict, endpoint)`` of a platform API call, or ``(None, HttpFailure, endpoint)``."""
         endpoint = redact_url(url)
         try:
-            resp = self.http("POST", url, json_body={"appKey": self.params["app_key"],
-                                                     "appSecret": self.params["app_secret"]})
+            resp = self.http(method, url, json_body=json_body) if json_body is not None else self.http(method, url)
         except HttpFailure as exc:
-            return _sub_result("failed", None, exc.message, endpoint)
-        body = _dict_json(resp) or {}
+            return None, exc, endpoint
+        return resp, _dict_json(resp) or {}, endpoint
+
+    def _outcome(self, resp, body, ok, code_key, msg_key, ok_code=0):
+        """``(status, code, message)``: ok; else the platform's code and message; else the HTTP
+        status and an excerpt of the answer."""
+        if ok:
+            return "ok", ok_code, str(body.get(msg_key, "ok"))
+        if body.get(code_key) not in (None, ""):
+            return "failed", body[code_key], str(body.get(msg_key, ""))
+        return "failed", resp.status, self.answer_text(resp)
+
+    def _dingtalk_oauth2(self):
+        resp, body, endpoint = self._call("POST", self.params["api_base"] + "/v1.0/oauth2/accessToken",
+                                          {"appKey": self.params["app_key"], "appSecret": self.params["app_secret"]})
+        if resp is None:
+            return _sub_result("failed", None, body.message, endpoint)
         self.remember_token(body, "accessToken", "refreshToken")
-        if resp.status == 200 and body.get("accessToken"):
-            return _sub_result("ok", resp.status, "access token issued", endpoint, body.get("expireIn"))
-        if body.get("code"):
-            return _sub_result("failed", body["code"], str(body.get("message", "")), endpoint)
-        return _sub_result("failed", resp.status, self.answer_text(resp), endpoint)
+        ok = resp.status == 200 and body.get("accessToken")
+        status, code, message = self._outcome(resp, body, ok, "code", "message", ok_code=resp.status)
+        if ok:
+            message = "access token issued"
+        return _sub_result(status, code, message, endpoint, body.get("expireIn") if ok else None)
 
     def _dingtalk_legacy(self):
         query = urlencode({"appkey": self.params["app_key"], "appsecret": self.params["app_secret"]})
-        url = f"{self.params['oapi_base']}/gettoken?{query}"
-        endpoint = redact_url(url)
-        try:
-            resp = self.http("GET", url)
-        except HttpFailure as exc:
-            return _sub_result("failed", None, exc.message, endpoint)
-        body = _dict_json(resp) or {}
+        resp, body, endpoint = self._call("GET", f"{self.params['oapi_base']}/gettoken?{query}")
+        if resp is None:
+            return _sub_result("failed", None, body.message, endpoint)
         self.remember_token(body, "access_token")
-        if body.get("errcode") == 0 and body.get("access_token"):
-            return _sub_result("ok", 0, str(body.get("errmsg", "ok")), endpoint, body.get("expires_in"))
-        if "errcode" in body:
-            return _sub_result("failed", body["errcode"], str(body.get("errmsg", "")), endpoint)
-        return _sub_result("failed", resp.status, self.answer_text(resp), endpoint)
+        ok = body.get("errcode") == 0 and body.get("access_token")
+        status, code, message = self._outcome(resp, body, ok, "errcode", "errmsg")
+        return _sub_result(status, code, message, endpoint, body.get("expires_in") if ok else None)
 
     def _feishu_credentials(self):
-        url = self.params["api_base"] + "/open-apis/auth/v3/tenant_access_token/internal"
-        endpoint = redact_url(url)
-        try:
-            resp = self.http("POST", url, json_body={"app_id": self.params["app_key"],
-                                                     "app_secret": self.params["app_secret"]})
-        except HttpFailure as exc:
-            return transport_failure(exc, endpoint=endpoint)
-        body = _dict_json(resp) or {}
+        resp, body, endpoint = self._call(
+            "POST", self.params["api_base"] + "/open-apis/auth/v3/tenant_access_token/internal",
+            {"app_id": self.params["app_key"], "app_secret": self.params["app_secret"]})
+        if resp is None:
+            return transport_failure(body, endpoint=endpoint)
         self.remember_token(body, "tenant_access_token", "app_access_token")
-        if body.get("code") == 0 and body.get("tenant_access_token"):
-            return check_result("ok", 0, str(body.get("msg", "ok")), endpoint=endpoint,
-                                expires_in=body.get("expire"))
-        if "code" in body:
-            return check_result("failed", body["code"], str(body.get("msg", "")), endpoint=endpoint)
-        return check_result("failed", resp.status, self.answer_text(resp), endpoint=endpoint)
+        ok = body.get("code") == 0 and body.get("tenant_access_token")
+        status, code, message = self._outcome(resp, body, ok, "code", "msg")
+        details = dict(endpoint=endpoint, expires_in=body.get("expire")) if ok else dict(endpoint=endpoint)
+        return check_result(status, code, message, **details)
 
     def _wecom_credentials(self):
         query = urlencode({"corpid": self.params["corp_id"], "corpsecret": self.params["corp_secret"]})
-        url = f"{self.params['api_base']}/cgi-bin/gettoken?{query}"
-        endpoint = redact_url(url)
-        try:
-            resp = self.http("GET", url)
-        except HttpFailure as exc:
-            return transport_failure(exc, endpoint=endpoint)
-        body = _dict_json(resp) or {}
+        resp, body, endpoint = self._call("GET", f"{self.params['api_base']}/cgi-bin/gettoken?{query}")
+        if resp is None:
+            return transport_failure(body, endpoint=endpoint)
         self.remember_token(body, "access_token")
-        if not (body.get("errcode") == 0 and body.get("access_token")):
-            if "errcode" in body:
-                return check_result("failed", body["errcode"], str(body.get("errmsg", "")), endpoint=endpoint)
-            return check_result("failed", resp.status, self.answer_text(resp), endpoint=endpoint)
+        ok = body.get("errcode") == 0 and body.get("access_token")
+        status, code, message = self._outcome(resp, body, ok, "errcode", "errmsg")
+        if not ok:
+            return check_result(status, code, message, endpoint=endpoint)
         details = dict(endpoint=endpoint, expires_in=body.get("expires_in"))
         if self.params["agent_id"] is None:
-            return check_result("ok", 0, str(body.get("errmsg", "ok")), **details)
+            return check_result("ok", 0, message, **details)
         agent = self._wecom_agent(body["access_token"])
         details["agent"] = agent
         if agent["status"] == "ok":
@@ -628,18 +627,11 @@ class Checks:
     def _wecom_agent(self, access_token):
         """GET /cgi-bin/agent/get: does the secret belong to the app ``agent_id``?"""
         query = urlencode({"access_token": access_token, "agentid": self.params["agent_id"]})
-        url = f"{self.params['api_base']}/cgi-bin/agent/get?{query}"
-        endpoint = redact_url(url)
-        try:
-            resp = self.http("GET", url)
-        except HttpFailure as exc:
-            return _sub_result("failed", None, exc.message, endpoint)
-        body = _dict_json(resp) or {}
-        if body.get("errcode") == 0:
-            return _sub_result("ok", 0, str(body.get("errmsg", "ok")), endpoint)
-        if "errcode" in body:
-            return _sub_result("failed", body["errcode"], str(body.get("errmsg", "")), endpoint)
-        return _sub_result("failed", resp.status, self.answer_text(resp), endpoint)
+        resp, body, endpoint = self._call("GET", f"{self.params['api_base']}/cgi-bin/agent/get?{query}")
+        if resp is None:
+            return _sub_result("failed", None, body.message, endpoint)
+        status, code, message = self._outcome(resp, body, body.get("errcode") == 0, "errcode", "errmsg")
+        return _sub_result(status, code, message, endpoint)
 
     # ----------------------------------------------------------------------- callback TLS
 

@@ -60,6 +60,16 @@ async def read_limited(resp: aiohttp.ClientResponse, limit: int = MAX_RESPONSE_B
     return b"".join(parts)
 
 
+async def _json_reply(resp: aiohttp.ClientResponse) -> JsonReply:
+    """The status and the parsed body (None when it is not JSON), read within the size limit."""
+    raw = await read_limited(resp)
+    try:
+        data = loads(raw)
+    except JsonBodyError:
+        data = None
+    return JsonReply(resp.status, data)
+
+
 class HttpClient:
     """Created inside the running loop (``await HttpClient.open()``), closed at shutdown."""
 
@@ -90,12 +100,7 @@ class HttpClient:
         all_headers = {"Content-Type": "application/json; charset=utf-8",
                        "Accept": "application/json", **(headers or {})}
         async with await self.post(url, body, all_headers, timeout(timeout_seconds)) as resp:
-            raw = await read_limited(resp)
-            try:
-                data = loads(raw)
-            except JsonBodyError:
-                data = None
-            return JsonReply(resp.status, data)
+            return await _json_reply(resp)
 
     async def get_json(self, url: str, *, headers: dict[str, str] | None = None,
                        timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS) -> JsonReply:
@@ -104,12 +109,7 @@ class HttpClient:
         all_headers = {"Accept": "application/json", **(headers or {})}
         async with self.session.get(url, headers=all_headers, timeout=timeout(timeout_seconds),
                                     allow_redirects=False) as resp:
-            raw = await read_limited(resp)
-            try:
-                data = loads(raw)
-            except JsonBodyError:
-                data = None
-            return JsonReply(resp.status, data)
+            return await _json_reply(resp)
 
     async def aclose(self) -> None:
         await self.session.close()
