@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -274,6 +275,17 @@ class EncryptionSettings(_Section):
     keyring_file: str | None = None
 
 
+def _encoding_aes_key(name: str) -> Callable[[SecretStr | None], SecretStr | None]:
+    """A validator: an EncodingAESKey (DingTalk's and WeCom's share the format) is 43 characters."""
+
+    def check(v: SecretStr | None) -> SecretStr | None:
+        if v is not None and v.get_secret_value() and len(v.get_secret_value()) != 43:
+            raise ValueError(f"must be 43 characters ({name})")
+        return v
+
+    return check
+
+
 class DingTalkSettings(_Section):
     app_key: str | None = None
     app_secret: SecretStr | None = None
@@ -283,12 +295,7 @@ class DingTalkSettings(_Section):
     robot_code: str | None = None
     owner_key: str | None = None
 
-    @field_validator("aes_key")
-    @classmethod
-    def _aes_len(cls, v: SecretStr | None) -> SecretStr | None:
-        if v is not None and v.get_secret_value() and len(v.get_secret_value()) != 43:
-            raise ValueError("must be 43 characters (DingTalk encodingAesKey)")
-        return v
+    _aes_len = field_validator("aes_key")(_encoding_aes_key("DingTalk encodingAesKey"))
 
 
 class FeishuSettings(_Section):
@@ -309,12 +316,7 @@ class WeComSettings(_Section):
     encoding_aes_key: SecretStr | None = None
     api_base: str = "https://qyapi.weixin.qq.com"
 
-    @field_validator("encoding_aes_key")
-    @classmethod
-    def _aes_len(cls, v: SecretStr | None) -> SecretStr | None:
-        if v is not None and v.get_secret_value() and len(v.get_secret_value()) != 43:
-            raise ValueError("must be 43 characters (WeCom EncodingAESKey)")
-        return v
+    _aes_len = field_validator("encoding_aes_key")(_encoding_aes_key("WeCom EncodingAESKey"))
 
 
 class ReplyFormatSettings(_Section):
