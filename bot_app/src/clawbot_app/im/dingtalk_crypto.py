@@ -15,7 +15,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import re
 import time
 import urllib.parse
 
@@ -26,6 +25,8 @@ from clawbot_app.im.msgcrypt import (
     MsgCryptError,
     ReceiveIdMismatch,
     SignatureMismatch,
+    StaleTimestamp,
+    check_timestamp,
     event_signature,
     pkcs7_pad,
     pkcs7_unpad,
@@ -49,10 +50,6 @@ OwnerKeyMismatch = ReceiveIdMismatch
 """The decrypted message was encrypted for another app/corp (owner key = receive id)."""
 
 
-class StaleTimestamp(MsgCryptError):
-    """Timestamp missing, malformed, or outside the allowed window."""
-
-
 def now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -70,23 +67,13 @@ def robot_sign(timestamp: str, app_secret: str) -> str:
     return base64.b64encode(mac).decode("ascii")
 
 
-_TIMESTAMP_MS = re.compile(r"[0-9]{1,15}")
-"""ASCII digits only (``str.isdigit`` also takes "²" and other digits ``int`` refuses), and no
-more than a millisecond timestamp needs (15 digits reach the year 33658)."""
-
-
 def check_timestamp_ms(
     timestamp: str | None, *, now: int | None = None, window_ms: int = SIGN_WINDOW_MS
 ) -> int:
-    """Parse a millisecond timestamp and ensure it is within ``window_ms`` of ``now``."""
-    value = timestamp.strip() if timestamp else ""
-    if not _TIMESTAMP_MS.fullmatch(value):
-        raise StaleTimestamp("missing or malformed timestamp")
-    ts = int(value)
+    """Parse a millisecond timestamp and ensure it is within ``window_ms`` of ``now`` (at most
+    15 digits: a millisecond timestamp reaches the year 33658 with them)."""
     current = now_ms() if now is None else now
-    if abs(current - ts) > window_ms:
-        raise StaleTimestamp("timestamp outside the allowed window")
-    return ts
+    return check_timestamp(timestamp, now=current, window=window_ms, max_digits=15)
 
 
 def verify_robot_sign(

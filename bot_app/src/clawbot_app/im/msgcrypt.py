@@ -17,6 +17,7 @@ import binascii
 import hashlib
 import hmac
 import os
+import re
 import secrets
 import string
 import struct
@@ -43,6 +44,23 @@ class ReceiveIdMismatch(MsgCryptError):
 
 class MalformedCiphertext(MsgCryptError):
     """Ciphertext or plaintext framing is invalid."""
+
+
+class StaleTimestamp(MsgCryptError):
+    """Timestamp missing, malformed, or outside the allowed window."""
+
+
+def check_timestamp(timestamp: str | None, *, now: int, window: int, max_digits: int) -> int:
+    """``timestamp`` as an int when it is at most ``max_digits`` ASCII digits (``str.isdigit``
+    also takes "²" and other digits ``int`` refuses) within ``window`` of ``now`` (same unit:
+    DingTalk counts milliseconds, WeCom seconds); :class:`StaleTimestamp` otherwise."""
+    value = timestamp.strip() if timestamp else ""
+    if not re.fullmatch(f"[0-9]{{1,{max_digits}}}", value):
+        raise StaleTimestamp("missing or malformed timestamp")
+    ts = int(value)
+    if abs(now - ts) > window:
+        raise StaleTimestamp("timestamp outside the allowed window")
+    return ts
 
 
 def pkcs7_pad(data: bytes, block: int = PAD_BLOCK) -> bytes:

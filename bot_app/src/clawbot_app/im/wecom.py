@@ -18,7 +18,6 @@ Order of checks (developer.work.weixin.qq.com/document/path/90930, "Receive mess
 from __future__ import annotations
 
 import logging
-import re
 import time
 import xml.etree.ElementTree as ET  # noqa: S405 - only for the ParseError type
 from dataclasses import dataclass
@@ -44,7 +43,13 @@ from clawbot_app.im.common import (
     secret_value,
     spawn,
 )
-from clawbot_app.im.msgcrypt import MsgCrypt, MsgCryptError, SignatureMismatch
+from clawbot_app.im.msgcrypt import (
+    MsgCrypt,
+    MsgCryptError,
+    SignatureMismatch,
+    StaleTimestamp,
+    check_timestamp,
+)
 from clawbot_app.im.replies import failure_plan, plan_reply
 from clawbot_app.im.state import get_state
 
@@ -55,13 +60,6 @@ SIGN_WINDOW_SECONDS = 3600
 """Largest distance between a callback's ``timestamp`` and the local clock. WeCom retries a
 message three times within seconds; the window bounds a replay to far less than the 12 h the
 message ids are remembered."""
-
-_TIMESTAMP_S = re.compile(r"[0-9]{1,12}")
-
-
-class StaleTimestamp(MsgCryptError):
-    """Timestamp missing, malformed, or outside the allowed window."""
-
 
 @dataclass(frozen=True)
 class WeComMessage:
@@ -76,13 +74,9 @@ class WeComMessage:
 
 def check_timestamp_s(timestamp: str | None, *, now: float | None = None,
                       window: int = SIGN_WINDOW_SECONDS) -> int:
-    value = timestamp.strip() if timestamp else ""
-    if not _TIMESTAMP_S.fullmatch(value):
-        raise StaleTimestamp("missing or malformed timestamp")
-    current = time.time() if now is None else now
-    if abs(current - int(value)) > window:
-        raise StaleTimestamp("timestamp outside the allowed window")
-    return int(value)
+    """A timestamp in seconds (at most 12 digits) within ``window`` of ``now``."""
+    current = int(time.time() if now is None else now)
+    return check_timestamp(timestamp, now=current, window=window, max_digits=12)
 
 
 def crypto_for(cfg: WeComSettings) -> MsgCrypt:
