@@ -42,7 +42,7 @@ from clawbot_app.im.dingtalk_crypto import (
     check_timestamp_ms,
     verify_robot_sign,
 )
-from clawbot_app.im.replies import ReplyPlan, failure_plan, plan_reply
+from clawbot_app.im.replies import ReplyPlan, answer_plan, send_in_order
 
 PLATFORM = "dingtalk"
 log = logging.getLogger("clawbot_app.im.dingtalk")
@@ -119,19 +119,9 @@ def reply_payloads(msg: RobotMessage, plan: ReplyPlan) -> list[dict[str, Any]]:
 
 async def answer_robot_message(services: CallbackServices, msg: RobotMessage) -> None:
     """Background part: ask the chat service, post the answer to the session webhook."""
-    im = services.settings.im
-    try:
-        result = await services.chat.reply(
-            tenant_id=msg.tenant_id,
-            user_id=msg.user_id,
-            session_id=msg.session_id,
-            message=msg.text,
-            path=msg.path,
-        )
-        plan = plan_reply(im, PLATFORM, str(result.reply), user_text=msg.text)
-    except Exception as exc:  # noqa: BLE001 - answer the user with a short notice
-        log.warning("dingtalk chat failed: msg_id=%s error=%s", msg.msg_id, type(exc).__name__)
-        plan = failure_plan(im, exc, user_text=msg.text)
+    plan = await answer_plan(services, PLATFORM, tenant_id=msg.tenant_id, user_id=msg.user_id,
+                             session_id=msg.session_id, text=msg.text, path=msg.path,
+                             ref=f"msg_id={msg.msg_id}")
     if not msg.session_webhook:
         log.warning("dingtalk message without sessionWebhook: msg_id=%s", msg.msg_id)
         return
@@ -142,20 +132,12 @@ async def answer_robot_message(services: CallbackServices, msg: RobotMessage) ->
     if not dingtalk_api.webhook_allowed(msg.session_webhook, api_base):
         log.warning("dingtalk sessionWebhook host not allowed: msg_id=%s", msg.msg_id)
         return
-    payloads = reply_payloads(msg, plan)
-    for index, payload in enumerate(payloads, 1):
-        try:
-            await dingtalk_api.send_session_message(services.http, msg.session_webhook, payload)
-        except Exception as exc:  # noqa: BLE001 - background task: log and give up
-            log.warning(
-                "dingtalk reply failed: msg_id=%s part=%d/%d error=%s errcode=%s",
-                msg.msg_id,
-                index,
-                len(payloads),
-                type(exc).__name__,
-                getattr(exc, "errcode", None),
-            )
-            return  # later parts would arrive without the one before them
+
+    async def send(payload: dict[str, Any]) -> object:
+        return await dingtalk_api.send_session_message(services.http, msg.session_webhook,
+                                                       payload)
+
+    await send_in_order(PLATFORM, f"msg_id={msg.msg_id}", reply_payloads(msg, plan), send)
 
 
 async def _robot_callback(

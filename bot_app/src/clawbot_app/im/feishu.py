@@ -49,7 +49,7 @@ from clawbot_app.im.common import (
     secret_value,
     spawn,
 )
-from clawbot_app.im.replies import failure_plan, plan_reply
+from clawbot_app.im.replies import answer_plan, send_in_order
 from clawbot_app.im.state import get_state
 from clawbot_app.jsonbody import loads_object
 
@@ -151,19 +151,9 @@ def _feishu_message(
 async def answer_message(services: CallbackServices, app: Starlette, msg: FeishuMessage) -> None:
     """Background part: chat call, then reply to the message through the Open API, one reply
     per part of a long answer, in order."""
-    im = services.settings.im
-    try:
-        result = await services.chat.reply(
-            tenant_id=msg.tenant_id,
-            user_id=msg.user_id,
-            session_id=msg.session_id,
-            message=msg.text,
-            path=msg.path,
-        )
-        plan = plan_reply(im, PLATFORM, str(result.reply), user_text=msg.text)
-    except Exception as exc:  # noqa: BLE001 - answer the user with a short notice
-        log.warning("feishu chat failed: event_id=%s error=%s", msg.event_id, type(exc).__name__)
-        plan = failure_plan(im, exc, user_text=msg.text)
+    plan = await answer_plan(services, PLATFORM, tenant_id=msg.tenant_id, user_id=msg.user_id,
+                             session_id=msg.session_id, text=msg.text, path=msg.path,
+                             ref=f"event_id={msg.event_id}")
     cfg = services.settings.feishu
     app_id = cfg.app_id or ""
     app_secret = secret_value(cfg.app_secret)
@@ -172,29 +162,15 @@ async def answer_message(services: CallbackServices, app: Starlette, msg: Feishu
             "feishu app_id/app_secret not configured; cannot reply (event_id=%s)", msg.event_id
         )
         return
-    for index, text in enumerate(plan.texts, 1):
-        try:
-            await feishu_api.reply_text(
-                services.http,
-                get_state(app).feishu_tokens,
-                api_base=cfg.api_base,
-                app_id=app_id,
-                app_secret=app_secret,
-                message_id=msg.message_id,
-                text=text,
-                card=plan.markdown,
-            )
-        except Exception as exc:  # noqa: BLE001 - background task: log and give up
-            log.warning(
-                "feishu reply failed: event_id=%s part=%d/%d error=%s code=%s status=%s",
-                msg.event_id,
-                index,
-                len(plan.texts),
-                type(exc).__name__,
-                getattr(exc, "code", None),
-                getattr(exc, "status", None),
-            )
-            return  # later parts would arrive without the one before them
+    tokens = get_state(app).feishu_tokens
+
+    async def send(text: str) -> object:
+        return await feishu_api.reply_text(
+            services.http, tokens, api_base=cfg.api_base, app_id=app_id, app_secret=app_secret,
+            message_id=msg.message_id, text=text, card=plan.markdown,
+        )
+
+    await send_in_order(PLATFORM, f"event_id={msg.event_id}", plan.texts, send)
 
 
 def event_age_seconds(payload: dict[str, Any], is_v2: bool, now: float | None = None) -> float:

@@ -7,12 +7,17 @@ their message shape (DingTalk markdown, a Feishu card, a WeCom app message).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from clawbot_app.config import ImSettings
 from clawbot_app.im import render
+from clawbot_app.im.common import CallbackServices
 from clawbot_app.im.split import PLATFORM_LIMITS, split_parts
+
+T = TypeVar("T")
 
 TRUNCATION_RESERVE = 160
 """Bytes kept free in every part for the truncation notice (its longest text is ~60 bytes) and a
@@ -91,3 +96,36 @@ def failure_plan(settings: ImSettings, exc: BaseException, *, user_text: str = "
     language = reply_language(settings, user_text)
     return ReplyPlan([render.failure_notice(exc, language)], False, language,
                      render.notice("title", language))
+
+
+async def answer_plan(
+    services: CallbackServices, platform: str, *, tenant_id: str, user_id: str, session_id: str,
+    text: str, path: str, ref: str,
+) -> ReplyPlan:
+    """The chat service's answer to ``text`` as the messages to send; a failed call as the short
+    notice (logged with ``ref``, the platform's message id, and the error type only)."""
+    im = services.settings.im
+    try:
+        result = await services.chat.reply(tenant_id=tenant_id, user_id=user_id,
+                                           session_id=session_id, message=text, path=path)
+        return plan_reply(im, platform, str(result.reply), user_text=text)
+    except Exception as exc:  # noqa: BLE001 - answer the user with a short notice
+        logging.getLogger(f"clawbot_app.im.{platform}").warning(
+            "%s chat failed: %s error=%s", platform, ref, type(exc).__name__)
+        return failure_plan(im, exc, user_text=text)
+
+
+async def send_in_order(
+    platform: str, ref: str, items: Sequence[T], send: Callable[[T], Awaitable[object]]
+) -> None:
+    """``send`` each message in turn; after a failure (logged with the platform's code, never
+    the content) the rest is not sent: later parts would arrive without the one before them."""
+    for index, item in enumerate(items, 1):
+        try:
+            await send(item)
+        except Exception as exc:  # noqa: BLE001 - background task: log and give up
+            logging.getLogger(f"clawbot_app.im.{platform}").warning(
+                "%s reply failed: %s part=%d/%d error=%s code=%s status=%s", platform, ref,
+                index, len(items), type(exc).__name__,
+                getattr(exc, "errcode", getattr(exc, "code", None)), getattr(exc, "status", None))
+            return

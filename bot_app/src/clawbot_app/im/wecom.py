@@ -50,7 +50,7 @@ from clawbot_app.im.msgcrypt import (
     StaleTimestamp,
     check_timestamp,
 )
-from clawbot_app.im.replies import failure_plan, plan_reply
+from clawbot_app.im.replies import answer_plan, send_in_order
 from clawbot_app.im.state import get_state
 
 PLATFORM = "wecom"
@@ -149,16 +149,9 @@ def parse_message(fields: dict[str, str], corp_id: str, path: str) -> WeComMessa
 
 async def answer_message(services: CallbackServices, app: Starlette, msg: WeComMessage) -> None:
     """Background part: the chat call, then one app message per part of the answer, in order."""
-    im = services.settings.im
-    try:
-        result = await services.chat.reply(
-            tenant_id=msg.tenant_id, user_id=msg.user_id, session_id=msg.session_id,
-            message=msg.text, path=msg.path,
-        )
-        plan = plan_reply(im, PLATFORM, str(result.reply), user_text=msg.text)
-    except Exception as exc:  # noqa: BLE001 - answer the user with a short notice
-        log.warning("wecom chat failed: msg_id=%s error=%s", msg.msg_id, type(exc).__name__)
-        plan = failure_plan(im, exc, user_text=msg.text)
+    plan = await answer_plan(services, PLATFORM, tenant_id=msg.tenant_id, user_id=msg.user_id,
+                             session_id=msg.session_id, text=msg.text, path=msg.path,
+                             ref=f"msg_id={msg.msg_id}")
     cfg = services.settings.wecom
     corp_secret = secret_value(cfg.corp_secret)
     agent_id = cfg.agent_id if cfg.agent_id is not None else msg.agent_id
@@ -166,18 +159,16 @@ async def answer_message(services: CallbackServices, app: Starlette, msg: WeComM
         log.error("wecom corp_id/corp_secret/agent_id not configured; cannot reply (msg_id=%s)",
                   msg.msg_id)
         return
-    for index, text in enumerate(plan.texts, 1):
-        try:
-            await wecom_api.send_message(
-                services.http, get_state(app).wecom_tokens, api_base=cfg.api_base,
-                corp_id=cfg.corp_id, corp_secret=corp_secret, agent_id=agent_id,
-                to_user=msg.user_id, text=text, markdown=plan.markdown,
-            )
-        except Exception as exc:  # noqa: BLE001 - background task: log and give up
-            log.warning("wecom reply failed: msg_id=%s part=%d/%d error=%s errcode=%s",
-                        msg.msg_id, index, len(plan.texts), type(exc).__name__,
-                        getattr(exc, "errcode", None))
-            return  # later parts would arrive without the one before them
+    tokens = get_state(app).wecom_tokens
+
+    async def send(text: str) -> object:
+        return await wecom_api.send_message(
+            services.http, tokens, api_base=cfg.api_base, corp_id=cfg.corp_id or "",
+            corp_secret=corp_secret, agent_id=agent_id, to_user=msg.user_id, text=text,
+            markdown=plan.markdown,
+        )
+
+    await send_in_order(PLATFORM, f"msg_id={msg.msg_id}", plan.texts, send)
 
 
 async def _message_event(request: Request, services: CallbackServices, cfg: WeComSettings
