@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -10,8 +11,9 @@ from hypothesis import strategies as st
 from clawbot_app.config import ImSettings
 from clawbot_app.errors import ApiError
 from clawbot_app.im import feishu_api, render
-from clawbot_app.im.replies import failure_plan, plan_reply
+from clawbot_app.im.replies import failure_plan, plan_reply, send_in_order
 from clawbot_app.im.split import PLATFORM_LIMITS
+from clawbot_app.im.wecom_api import WeComApiError
 
 ANSWER = """# Deploy steps
 
@@ -120,3 +122,17 @@ def test_every_planned_message_fits_its_platform(answer: str, platform: str, max
         if platform == "feishu":  # the card JSON (what Feishu limits to 30 KB) fits too
             assert len(feishu_api.card_content(text).encode()) <= 30 * 1024
             assert json.loads(feishu_api.card_content(text))["elements"][0]["content"] == text
+
+
+async def test_parts_stop_at_the_first_failed_send(caplog) -> None:
+    sent: list[str] = []
+
+    async def send(text: str) -> None:
+        if text == "two":
+            raise WeComApiError("refused", errcode=40056, status=200)
+        sent.append(text)
+
+    with caplog.at_level(logging.WARNING):
+        await send_in_order("wecom", "msg_id=7", ["one", "two", "three"], send)
+    assert sent == ["one"]
+    assert "part=2/3 error=WeComApiError code=40056" in caplog.text and "two" not in caplog.text
