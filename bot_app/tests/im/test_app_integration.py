@@ -283,3 +283,10 @@ def test_real_uvicorn_on_loopback(tmp_path, primary, feishu_fake, dingtalk_fake,
     assert (wecom["msgtype"], wecom["touser"]) == ("markdown", "wangwu")
     assert wecom["markdown"]["content"].startswith("primary: tcp wecom") and ROW in (
         wecom["markdown"]["content"])
+
+
+async def test_a_wecom_body_over_the_limit_is_413_before_anything_is_parsed(real_app):
+    _, client = real_app
+    huge = b"<xml><Encrypt>" + b"A" * 70_000 + b"</Encrypt></xml>"
+    resp = await client.post("/wecom/callback?msg_signature=x&timestamp=1&nonce=n", content=huge)
+    assert resp.status_code == 413 and resp.json()["error"]["code"] == "body_too_large"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -244,3 +245,24 @@ async def test_no_secret_or_message_text_reaches_the_log(harness, wecom_fake, ca
     assert "wecom callback rejected" in text  # the log was captured
     for secret in secrets + ["private words", "机密"]:
         assert secret not in text
+
+
+async def test_concurrent_redeliveries_are_answered_once(harness, wecom_fake):
+    xml = wecom_text_message(text="at once", corp_id=WC_CORP_ID, msg_id="7000000000000000001")
+    params, body = build_wecom_message_request(harness.services.settings, xml)
+    answers = await asyncio.gather(*[
+        harness.client.post(_url("/wecom/callback", params), content=body) for _ in range(20)])
+    assert {a.status_code for a in answers} == {200}
+    await harness.services.drain()
+    assert len(harness.services.chat.calls) == 1 and len(wecom_fake.app_messages) == 1
+
+
+async def test_deep_bodies_are_4xx_or_ignored(harness):
+    params, _ = build_wecom_message_request(harness.services.settings, "<xml/>")
+    deep = b"<a>" * 5000 + b"</a>" * 5000
+    resp = await harness.client.post(_url("/wecom/callback", params), content=deep)
+    assert resp.status_code == 400 and resp.json()["error"]["code"] == "bad_request"
+    deep_inside = "<xml>" + "<a>" * 3000 + "</a>" * 3000 + "<MsgType>text</MsgType></xml>"
+    params, body = build_wecom_message_request(harness.services.settings, deep_inside)
+    resp = await harness.client.post(_url("/wecom/callback", params), content=body)
+    assert resp.status_code == 200  # parsed, nothing to answer (no Content, no sender)
